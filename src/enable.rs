@@ -1,0 +1,297 @@
+//! `rowversion.enable()` and `rowversion.disable()`: putting a table under version control
+//! and taking it out again. Declared in `sql/enable.sql`.
+//!
+//! Both run with the caller's privileges and require ownership of the table, as `ALTER
+//! TABLE` does; all DDL is built with quoted identifiers and runs in the caller's
+//! transaction, so a failure leaves nothing half-done.
+
+use std::ffi::CStr;
+
+use pgrx::prelude::*;
+use pgrx::spi::{quote_identifier, quote_literal, quote_qualified_identifier, SpiClient};
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::PgSqlErrorCode;
+
+use crate::version_column::{Mode, VersionType};
+
+/// The name of the trigger `enable()` installs, documented in the README.
+pub const TRIGGER_NAME: &str = "rowversion";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnableError {
+    #[error("relation with OID {0} does not exist")]
+    NoSuchRelation(u32),
+    #[error("\"{table}\" is not a table")]
+    NotATable { table: String, kind: &'static str },
+    #[error("must be owner of table {table}")]
+    NotOwner { table: String },
+    #[error("invalid mode \"{0}\"")]
+    InvalidMode(String),
+    #[error("column \"{column}\" of table \"{table}\" has type {type_name}, which cannot hold a version")]
+    UnsupportedType { table: String, column: String, type_name: String },
+    #[error("column \"{column}\" of table \"{table}\" is {kind} column")]
+    GeneratedColumn { table: String, column: String, kind: &'static str },
+    #[error("trigger \"rowversion\" on table \"{table}\" is not pg_rowversion's")]
+    TriggerNameTaken { table: String },
+    #[error("table \"{table}\" is a partition of versioned table \"{parent}\"")]
+    InheritedFromParent { table: String, parent: String },
+    #[error("catalog query failed: {0}")]
+    Spi(#[from] pgrx::spi::SpiError),
+}
+
+impl EnableError {
+    fn sqlstate(&self) -> PgSqlErrorCode {
+        match self {
+            Self::NoSuchRelation(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            Self::NotATable { .. } | Self::InheritedFromParent { .. } => {
+                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE
+            }
+            Self::NotOwner { .. } => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            Self::InvalidMode(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            Self::UnsupportedType { .. } => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            Self::GeneratedColumn { .. } => PgSqlErrorCode::ERRCODE_INVALID_COLUMN_DEFINITION,
+            Self::TriggerNameTaken { .. } => PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+            Self::Spi(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        }
+    }
+
+    fn detail(&self) -> Option<String> {
+        match self {
+            Self::NotATable { table, kind } => Some(format!("\"{table}\" is {kind}.")),
+            _ => None,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            Self::NotATable { .. } => {
+                Some("Only ordinary and partitioned tables can be versioned.".into())
+            }
+            Self::InvalidMode(_) => Some("The mode is 'lenient' or 'strict'.".into()),
+            Self::UnsupportedType { .. } => Some(
+                "A version column must be smallint, integer or bigint; name another column, or a new one to have it added as bigint."
+                    .into(),
+            ),
+            Self::GeneratedColumn { .. } => {
+                Some("A version column must be a plain column the trigger can write.".into())
+            }
+            Self::TriggerNameTaken { .. } => Some(format!(
+                "Rename or drop that trigger; pg_rowversion installs its own as \"{TRIGGER_NAME}\"."
+            )),
+            Self::InheritedFromParent { parent, .. } => Some(format!(
+                "Versioning of a partition follows its parent: enable or disable \"{parent}\"."
+            )),
+            _ => None,
+        }
+    }
+
+    fn report(self) -> ! {
+        let mut report = ErrorReport::new(self.sqlstate(), self.to_string(), "rowversion");
+        if let Some(detail) = self.detail() {
+            report = report.set_detail(detail);
+        }
+        if let Some(hint) = self.hint() {
+            report = report.set_hint(hint);
+        }
+        report.report(PgLogLevel::ERROR);
+        unreachable!("ERROR returned")
+    }
+}
+
+/// `rowversion.enable(rel regclass, version_column name DEFAULT 'version', mode text DEFAULT 'lenient')`
+#[pg_extern(sql = false)]
+fn enable(rel: pg_sys::Oid, version_column: &CStr, mode: &str) {
+    let version_column = version_column.to_string_lossy();
+    Spi::connect_mut(|client| enable_table(client, rel, &version_column, mode))
+        .unwrap_or_else(|error| error.report())
+}
+
+/// `rowversion.disable(rel regclass)`
+#[pg_extern(sql = false)]
+fn disable(rel: pg_sys::Oid) {
+    Spi::connect_mut(|client| disable_table(client, rel)).unwrap_or_else(|error| error.report())
+}
+
+/// The catalog facts about a table that both functions check.
+struct Table {
+    oid: pg_sys::Oid,
+    /// `schema.table` for messages.
+    display: String,
+    /// `"schema"."table"` for SQL.
+    quoted: String,
+}
+
+/// Our trigger on a table, if there is one.
+enum Installed {
+    None,
+    Ours,
+    Inherited { parent: String },
+    Foreign,
+}
+
+fn owned_table(client: &mut SpiClient<'_>, rel: pg_sys::Oid) -> Result<Table, EnableError> {
+    let row = client
+        .select(
+            "SELECT c.relkind::text, n.nspname::text, c.relname::text,
+                    pg_catalog.pg_has_role(c.relowner, 'USAGE')
+             FROM pg_catalog.pg_class c
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.oid = $1",
+            Some(1),
+            &[rel.into()],
+        )?
+        .first();
+    if row.is_empty() {
+        return Err(EnableError::NoSuchRelation(rel.to_u32()));
+    }
+    let (relkind, schema, name) = row.get_three::<String, String, String>()?;
+    let (relkind, schema, name) = (relkind.unwrap_or_default(), schema.unwrap_or_default(), name.unwrap_or_default());
+    let is_owner = row.get::<bool>(4)?.unwrap_or(false);
+    let table = Table {
+        oid: rel,
+        display: format!("{schema}.{name}"),
+        quoted: quote_qualified_identifier(&schema, &name),
+    };
+    let kind = match relkind.as_str() {
+        "r" | "p" => None,
+        "v" => Some("a view"),
+        "m" => Some("a materialized view"),
+        "f" => Some("a foreign table"),
+        "S" => Some("a sequence"),
+        "i" | "I" => Some("an index"),
+        "c" => Some("a composite type"),
+        "t" => Some("a TOAST table"),
+        _ => Some("not an ordinary or partitioned table"),
+    };
+    if let Some(kind) = kind {
+        return Err(EnableError::NotATable { table: table.display, kind });
+    }
+    if !is_owner {
+        return Err(EnableError::NotOwner { table: table.display });
+    }
+    Ok(table)
+}
+
+fn installed_trigger(client: &mut SpiClient<'_>, table: &Table) -> Result<Installed, EnableError> {
+    let row = client
+        .select(
+            "SELECT t.tgfoid = 'rowversion.version_trigger()'::pg_catalog.regprocedure,
+                    parent.tgrelid::pg_catalog.regclass::text
+             FROM pg_catalog.pg_trigger t
+             LEFT JOIN pg_catalog.pg_trigger parent ON parent.oid = t.tgparentid
+             WHERE t.tgrelid = $1 AND t.tgname = $2",
+            Some(1),
+            &[table.oid.into(), TRIGGER_NAME.into()],
+        )?
+        .first();
+    if row.is_empty() {
+        return Ok(Installed::None);
+    }
+    let (ours, parent) = row.get_two::<bool, String>()?;
+    Ok(match (ours, parent) {
+        (Some(true), Some(parent)) => Installed::Inherited { parent },
+        (Some(true), None) => Installed::Ours,
+        _ => Installed::Foreign,
+    })
+}
+
+fn enable_table(
+    client: &mut SpiClient<'_>,
+    rel: pg_sys::Oid,
+    column: &str,
+    mode: &str,
+) -> Result<(), EnableError> {
+    let mode = Mode::parse(mode).ok_or_else(|| EnableError::InvalidMode(mode.into()))?;
+    let table = owned_table(client, rel)?;
+    match installed_trigger(client, &table)? {
+        Installed::None | Installed::Ours => {}
+        Installed::Inherited { parent } => {
+            return Err(EnableError::InheritedFromParent { table: table.display, parent })
+        }
+        Installed::Foreign => return Err(EnableError::TriggerNameTaken { table: table.display }),
+    }
+
+    let quoted_column = quote_identifier(column);
+    let existing = client
+        .select(
+            "SELECT a.atttypid, pg_catalog.format_type(a.atttypid, a.atttypmod),
+                    a.attnotnull, a.attgenerated::text, a.attidentity::text
+             FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+            Some(1),
+            &[table.oid.into(), column.into()],
+        )?
+        .first();
+    let may_hold_nulls = if existing.is_empty() {
+        client.update(
+            &format!(
+                "ALTER TABLE {} ADD COLUMN {quoted_column} bigint NOT NULL DEFAULT 1",
+                table.quoted
+            ),
+            None,
+            &[],
+        )?;
+        false
+    } else {
+        let type_oid = existing.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid);
+        if VersionType::from_oid(type_oid).is_none() {
+            return Err(EnableError::UnsupportedType {
+                table: table.display,
+                column: column.into(),
+                type_name: existing.get::<String>(2)?.unwrap_or_default(),
+            });
+        }
+        let generated = existing.get::<String>(4)?.unwrap_or_default();
+        let identity = existing.get::<String>(5)?.unwrap_or_default();
+        let kind = match (generated.is_empty(), identity.is_empty()) {
+            (true, true) => None,
+            (false, _) => Some("a generated"),
+            (_, false) => Some("an identity"),
+        };
+        if let Some(kind) = kind {
+            return Err(EnableError::GeneratedColumn { table: table.display, column: column.into(), kind });
+        }
+        !existing.get::<bool>(3)?.unwrap_or(false)
+    };
+
+    client.update(
+        &format!(
+            "CREATE OR REPLACE TRIGGER {TRIGGER_NAME} BEFORE INSERT OR UPDATE ON {table}
+             FOR EACH ROW WHEN (NEW.{quoted_column} IS NULL OR true)
+             EXECUTE FUNCTION rowversion.version_trigger({mode})",
+            table = table.quoted,
+            mode = quote_literal(mode.as_str()),
+        ),
+        None,
+        &[],
+    )?;
+    if may_hold_nulls {
+        // Runs under the new trigger: a stored NULL counts as version 0, so setting 1 is
+        // accepted as the next version in either mode.
+        client.update(
+            &format!(
+                "UPDATE {} SET {quoted_column} = 1 WHERE {quoted_column} IS NULL",
+                table.quoted
+            ),
+            None,
+            &[],
+        )?;
+    }
+    Ok(())
+}
+
+fn disable_table(client: &mut SpiClient<'_>, rel: pg_sys::Oid) -> Result<(), EnableError> {
+    let table = owned_table(client, rel)?;
+    match installed_trigger(client, &table)? {
+        Installed::Ours => {
+            client.update(&format!("DROP TRIGGER {TRIGGER_NAME} ON {}", table.quoted), None, &[])?;
+        }
+        Installed::Inherited { parent } => {
+            return Err(EnableError::InheritedFromParent { table: table.display, parent })
+        }
+        Installed::None | Installed::Foreign => {
+            pgrx::notice!("table \"{}\" is not versioned, skipping", table.display);
+        }
+    }
+    Ok(())
+}

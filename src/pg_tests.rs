@@ -1,0 +1,431 @@
+//! `#[pg_test]`s: one per rule of the contract in the README. Each test runs in its own
+//! transaction, which the harness rolls back. Errors are caught in PL/pgSQL by
+//! `tests.error_of()`, so tests match on the SQLSTATE and on the error fields a driver sees.
+
+use pgrx::prelude::*;
+
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+    use serde::Deserialize;
+
+    extension_sql!(
+        r#"
+    CREATE FUNCTION tests.error_of(statement text) RETURNS jsonb
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        state text; message text; detail text; hint text;
+        schema_name text; table_name text; column_name text;
+    BEGIN
+        EXECUTE statement;
+        RETURN NULL;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS
+            state = RETURNED_SQLSTATE, message = MESSAGE_TEXT,
+            detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT,
+            schema_name = SCHEMA_NAME, table_name = TABLE_NAME, column_name = COLUMN_NAME;
+        RETURN jsonb_build_object(
+            'sqlstate', state, 'message', message,
+            'detail', nullif(detail, ''), 'hint', nullif(hint, ''),
+            'schema', nullif(schema_name, ''), 'table', nullif(table_name, ''),
+            'column', nullif(column_name, ''));
+    END
+    $$;
+    GRANT USAGE ON SCHEMA tests TO PUBLIC;
+    "#,
+        name = "error_of"
+    );
+
+    #[derive(Debug, Deserialize)]
+    struct SqlError {
+        sqlstate: String,
+        message: String,
+        detail: Option<String>,
+        hint: Option<String>,
+        schema: Option<String>,
+        table: Option<String>,
+        column: Option<String>,
+    }
+
+    fn run(sql: &str) {
+        Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    fn int(sql: &str) -> i64 {
+        Spi::get_one::<i64>(sql).unwrap_or_else(|e| panic!("{sql}: {e}")).expect("NULL result")
+    }
+
+    fn text(sql: &str) -> Option<String> {
+        Spi::get_one::<String>(sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The error `sql` raises; panics when it succeeds.
+    fn error(sql: &str) -> SqlError {
+        let json = Spi::get_one_with_args::<pgrx::JsonB>("SELECT tests.error_of($1)", &[sql.into()])
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .unwrap_or_else(|| panic!("expected an error from: {sql}"));
+        serde_json::from_value(json.0).expect("error_of() returns the SqlError shape")
+    }
+
+    fn products(table: &str) {
+        run(&format!("CREATE TABLE {table} (id int PRIMARY KEY, name text, price int)"));
+        run(&format!("SELECT rowversion.enable('{table}')"));
+        run(&format!("INSERT INTO {table} (id, name, price) VALUES (1, 'Widget', 100000)"));
+    }
+
+    // ---- enable() ----
+
+    #[pg_test]
+    fn enable_adds_a_bigint_not_null_default_1_column() {
+        run("CREATE TABLE plain (id int PRIMARY KEY)");
+        run("INSERT INTO plain SELECT generate_series(1, 3)");
+        run("SELECT rowversion.enable('plain')");
+        assert_eq!(
+            text("SELECT format_type(atttypid, atttypmod) || ' ' || attnotnull || ' ' || pg_get_expr(d.adbin, d.adrelid)
+                  FROM pg_attribute a JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                  WHERE attrelid = 'plain'::regclass AND attname = 'version'"),
+            Some("bigint true 1".into())
+        );
+        assert_eq!(int("SELECT count(*) FROM plain WHERE version = 1"), 3);
+    }
+
+    #[pg_test]
+    fn enable_keeps_an_existing_integer_column_and_fills_its_nulls() {
+        for (table, sql_type) in [("v_small", "smallint"), ("v_int", "integer"), ("v_big", "bigint")] {
+            run(&format!("CREATE TABLE {table} (id int PRIMARY KEY, lock_version {sql_type})"));
+            run(&format!("INSERT INTO {table} VALUES (1, NULL), (2, 7)"));
+            run(&format!("SELECT rowversion.enable('{table}', 'lock_version')"));
+            assert_eq!(
+                text(&format!("SELECT format_type(atttypid, NULL) FROM pg_attribute WHERE attrelid = '{table}'::regclass AND attname = 'lock_version'")),
+                Some(sql_type.into())
+            );
+            assert_eq!(int(&format!("SELECT lock_version FROM {table} WHERE id = 1")), 1, "{table}: NULL became 1");
+            assert_eq!(int(&format!("SELECT lock_version FROM {table} WHERE id = 2")), 7, "{table}: 7 kept");
+        }
+    }
+
+    #[pg_test]
+    fn enable_rejects_a_column_of_another_type() {
+        run("CREATE TABLE t_text (id int PRIMARY KEY, version text)");
+        let e = error("SELECT rowversion.enable('t_text')");
+        assert_eq!(e.sqlstate, "42804");
+        assert_eq!(
+            e.message,
+            "column \"version\" of table \"public.t_text\" has type text, which cannot hold a version"
+        );
+        assert_eq!(int("SELECT count(*) FROM pg_trigger WHERE tgrelid = 't_text'::regclass"), 0);
+    }
+
+    #[pg_test]
+    fn enable_rejects_generated_and_identity_columns() {
+        run("CREATE TABLE t_gen (id int PRIMARY KEY, v bigint GENERATED ALWAYS AS (id * 2) STORED, w bigint GENERATED ALWAYS AS IDENTITY)");
+        assert_eq!(error("SELECT rowversion.enable('t_gen', 'v')").sqlstate, "42611");
+        assert_eq!(error("SELECT rowversion.enable('t_gen', 'w')").sqlstate, "42611");
+    }
+
+    #[pg_test]
+    fn enable_twice_changes_mode_and_column_in_place() {
+        products("twice");
+        run("UPDATE twice SET price = 0"); // the session now caches the column and mode
+        let trigger_oid = int("SELECT oid::bigint FROM pg_trigger WHERE tgrelid = 'twice'::regclass");
+        run("SELECT rowversion.enable('twice', mode => 'strict')");
+        assert_eq!(int("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'twice'::regclass"), 1);
+        assert_eq!(text("SELECT mode FROM rowversion.tables WHERE rel = 'twice'::regclass"), Some("strict".into()));
+        assert_eq!(error("UPDATE twice SET price = 1").sqlstate, "42P10", "strict mode is in force at once");
+
+        run("ALTER TABLE twice ADD COLUMN revision integer");
+        run("SELECT rowversion.enable('twice', 'revision')");
+        assert_eq!(int("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'twice'::regclass"), 1);
+        assert_eq!(text("SELECT version_column || ' ' || mode FROM rowversion.tables WHERE rel = 'twice'::regclass"), Some("revision lenient".into()));
+        run("UPDATE twice SET price = 2");
+        assert_eq!(int("SELECT oid::bigint FROM pg_trigger WHERE tgrelid = 'twice'::regclass"), trigger_oid, "replaced in place");
+        assert_eq!(int("SELECT revision FROM twice"), 2, "the new column moves");
+        assert_eq!(int("SELECT version FROM twice"), 2, "the old column no longer does");
+        run("ALTER TABLE twice DROP COLUMN version"); // no longer referenced by the trigger
+    }
+
+    #[pg_test]
+    fn enable_and_disable_require_ownership() {
+        products("owned");
+        run("CREATE ROLE rv_stranger");
+        run("GRANT ALL ON owned TO rv_stranger"); // even with every privilege
+        run("SET LOCAL ROLE rv_stranger");
+        let e = error("SELECT rowversion.enable('owned', mode => 'strict')");
+        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("42501", "must be owner of table public.owned"));
+        assert_eq!(error("SELECT rowversion.disable('owned')").sqlstate, "42501");
+        run("RESET ROLE");
+        run("CREATE ROLE rv_owner_member");
+        run("GRANT rv_owner_member TO rv_stranger");
+        run("ALTER TABLE owned OWNER TO rv_owner_member");
+        run("SET LOCAL ROLE rv_stranger");
+        run("SELECT rowversion.disable('owned')"); // members of the owning role may
+        run("RESET ROLE");
+    }
+
+    #[pg_test]
+    fn disable_removes_the_trigger_and_keeps_the_column() {
+        products("off");
+        run("SELECT rowversion.disable('off')");
+        assert_eq!(int("SELECT count(*) FROM rowversion.tables WHERE rel = 'off'::regclass"), 0);
+        run("UPDATE off SET price = 1, version = 99");
+        assert_eq!(int("SELECT version FROM off"), 99, "no trigger any more");
+        run("SELECT rowversion.disable('off')"); // not versioned: a NOTICE, no error
+    }
+
+    #[pg_test]
+    fn tables_view_follows_renames_and_the_trigger_state() {
+        products("before_rename");
+        run("ALTER TABLE before_rename RENAME TO after_rename");
+        run("ALTER TABLE after_rename RENAME COLUMN version TO lock_version");
+        assert_eq!(
+            text("SELECT rel::text || ' ' || version_column || ' ' || mode || ' ' || enabled FROM rowversion.tables WHERE rel = 'after_rename'::regclass"),
+            Some("after_rename lock_version lenient true".into())
+        );
+        run("UPDATE after_rename SET price = 1");
+        assert_eq!(int("SELECT lock_version FROM after_rename"), 2, "the trigger follows the rename too");
+        run("ALTER TABLE after_rename DISABLE TRIGGER rowversion");
+        assert_eq!(text("SELECT enabled::text FROM rowversion.tables WHERE rel = 'after_rename'::regclass"), Some("false".into()));
+    }
+
+    #[pg_test]
+    fn the_version_column_cannot_be_dropped_while_versioned() {
+        products("keep_col");
+        assert_eq!(error("ALTER TABLE keep_col DROP COLUMN version").sqlstate, "2BP01");
+    }
+
+    #[pg_test]
+    fn enable_rejects_what_is_not_a_table() {
+        assert_eq!(error("SELECT rowversion.enable('no_such_table')").sqlstate, "42P01");
+        assert_eq!(error("SELECT rowversion.enable(4000000000::oid::regclass)").sqlstate, "42P01");
+        run("CREATE TABLE base (id int PRIMARY KEY)");
+        run("CREATE VIEW a_view AS SELECT * FROM base");
+        let e = error("SELECT rowversion.enable('a_view')");
+        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("42809", "\"public.a_view\" is not a table"));
+        assert_eq!(e.detail.as_deref(), Some("\"public.a_view\" is a view."));
+        run("CREATE MATERIALIZED VIEW a_matview AS SELECT * FROM base");
+        assert_eq!(error("SELECT rowversion.enable('a_matview')").sqlstate, "42809");
+        run("CREATE SEQUENCE a_seq");
+        assert_eq!(error("SELECT rowversion.enable('a_seq')").sqlstate, "42809");
+    }
+
+    #[pg_test]
+    fn enable_rejects_an_unknown_mode() {
+        run("CREATE TABLE modes (id int PRIMARY KEY)");
+        let e = error("SELECT rowversion.enable('modes', mode => 'loose')");
+        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("22023", "invalid mode \"loose\""));
+        assert_eq!(int("SELECT count(*) FROM pg_attribute WHERE attrelid = 'modes'::regclass AND attname = 'version'"), 0, "nothing half-done");
+    }
+
+    #[pg_test]
+    fn enable_refuses_to_replace_a_foreign_trigger_named_rowversion() {
+        run("CREATE TABLE taken (id int PRIMARY KEY, version int)");
+        run("CREATE FUNCTION pg_temp.noop() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END'");
+        run("CREATE TRIGGER rowversion BEFORE UPDATE ON taken FOR EACH ROW EXECUTE FUNCTION pg_temp.noop()");
+        assert_eq!(error("SELECT rowversion.enable('taken')").sqlstate, "42710");
+    }
+
+    #[pg_test]
+    fn quoted_column_and_table_names_work() {
+        run(r#"CREATE TABLE "Order Lines" (id int PRIMARY KEY, "Version" int)"#);
+        run(r#"SELECT rowversion.enable('"Order Lines"', 'Version')"#);
+        run(r#"INSERT INTO "Order Lines" (id) VALUES (1)"#);
+        run(r#"UPDATE "Order Lines" SET "Version" = 1 WHERE id = 1"#);
+        assert_eq!(int(r#"SELECT "Version" FROM "Order Lines""#), 2);
+        let e = error(r#"UPDATE "Order Lines" SET "Version" = 1 WHERE id = 1"#);
+        assert_eq!(e.message, "row version conflict on table \"public.Order Lines\"");
+        assert_eq!((e.table.as_deref(), e.column.as_deref()), (Some("Order Lines"), Some("Version")));
+    }
+
+    #[pg_test]
+    fn partitioned_tables_version_every_partition() {
+        run("CREATE TABLE parted (id int PRIMARY KEY, price int) PARTITION BY RANGE (id)");
+        run("CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (100)");
+        run("SELECT rowversion.enable('parted')");
+        run("CREATE TABLE parted_2 PARTITION OF parted FOR VALUES FROM (100) TO (200)"); // attached later
+        run("INSERT INTO parted (id, price) VALUES (1, 10), (150, 20)");
+        run("UPDATE parted SET price = price + 1");
+        assert_eq!(int("SELECT sum(version)::bigint FROM parted"), 4);
+        let e = error("UPDATE parted SET price = 0, version = 1 WHERE id = 150");
+        assert_eq!((e.sqlstate.as_str(), e.table.as_deref()), ("40001", Some("parted_2")));
+        assert_eq!(text("SELECT string_agg(rel::text, ',') FROM rowversion.tables WHERE rel::text LIKE 'parted%'"), Some("parted".into()));
+        let e = error("SELECT rowversion.disable('parted_1')");
+        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("42809", "table \"public.parted_1\" is a partition of versioned table \"parted\""));
+    }
+
+    // ---- the trigger ----
+
+    #[pg_test]
+    fn insert_sets_a_null_version_to_1_and_keeps_a_supplied_one() {
+        run("CREATE TABLE ins (id int PRIMARY KEY, version int)");
+        run("SELECT rowversion.enable('ins')");
+        run("INSERT INTO ins VALUES (1, NULL), (2, 42)");
+        run("INSERT INTO ins (id) VALUES (3)");
+        assert_eq!(text("SELECT string_agg(version::text, ',' ORDER BY id) FROM ins"), Some("1,42,1".into()));
+    }
+
+    #[pg_test]
+    fn lenient_update_without_version_increments_every_row() {
+        products("bulk");
+        run("INSERT INTO bulk (id, price) SELECT g, g FROM generate_series(2, 5) g");
+        run("UPDATE bulk SET price = price + 1");
+        run("UPDATE bulk SET price = price + 1 WHERE id <= 2");
+        assert_eq!(text("SELECT string_agg(version::text, ',' ORDER BY id) FROM bulk"), Some("3,3,2,2,2".into()));
+    }
+
+    #[pg_test]
+    fn strict_update_without_version_is_rejected() {
+        products("strictly");
+        run("SELECT rowversion.enable('strictly', mode => 'strict')");
+        let e = error("UPDATE strictly SET price = 1");
+        assert_eq!(e.sqlstate, "42P10");
+        assert_eq!(e.message, "UPDATE of table \"public.strictly\" must set version column \"version\"");
+        assert!(e.hint.unwrap().contains("\"version\" = <the version you read>"));
+        assert_eq!((e.table.as_deref(), e.column.as_deref()), (Some("strictly"), Some("version")));
+        run("UPDATE strictly SET price = 1, version = 1");
+        assert_eq!(int("SELECT version FROM strictly"), 2, "stating the version is accepted");
+    }
+
+    #[pg_test]
+    fn supplied_version_equal_to_stored_is_accepted_and_incremented() {
+        products("same");
+        run("UPDATE same SET price = 120000, version = 1 WHERE id = 1");
+        assert_eq!(int("SELECT version FROM same"), 2);
+    }
+
+    #[pg_test]
+    fn orm_pattern_supplying_read_plus_one_is_not_double_incremented() {
+        products("orm");
+        run("UPDATE orm SET price = 120000, version = 2 WHERE id = 1 AND version = 1");
+        assert_eq!(int("SELECT version FROM orm"), 2);
+        // The stale ORM write matches no row: the ORM sees 0 rows and raises its own error.
+        assert_eq!(int("WITH u AS (UPDATE orm SET price = 110000, version = 2 WHERE id = 1 AND version = 1 RETURNING 1) SELECT count(*) FROM u"), 0);
+        assert_eq!(int("SELECT price FROM orm"), 120000);
+    }
+
+    #[pg_test]
+    fn null_supplied_version_is_rejected() {
+        products("nulls");
+        let e = error("UPDATE nulls SET version = NULL");
+        assert_eq!((e.sqlstate.as_str(), e.column.as_deref()), ("22004", Some("version")));
+    }
+
+    #[pg_test]
+    fn stale_version_raises_the_conflict_with_key_versions_and_fields() {
+        products("stale");
+        run("UPDATE stale SET price = 120000, version = 1 WHERE id = 1"); // editor A
+        let e = error("UPDATE stale SET price = 110000, version = 1 WHERE id = 1"); // editor B
+        assert_eq!(e.sqlstate, "40001");
+        assert_eq!(e.message, "row version conflict on table \"public.stale\"");
+        assert_eq!(e.detail.as_deref(), Some("Key (id)=(1): expected version 1, found version 2."));
+        assert_eq!(e.hint.as_deref(), Some("Re-read the row and retry with its current version."));
+        assert_eq!(
+            (e.schema.as_deref(), e.table.as_deref(), e.column.as_deref()),
+            (Some("public"), Some("stale"), Some("version"))
+        );
+        assert_eq!(int("SELECT price FROM stale"), 120000, "A's write stays");
+        let e = error("UPDATE stale SET version = 5 WHERE id = 1"); // from the future: also a conflict
+        assert_eq!(e.detail.as_deref(), Some("Key (id)=(1): expected version 5, found version 2."));
+    }
+
+    #[pg_test]
+    fn conflict_detail_shows_composite_keys() {
+        run("CREATE TABLE lines (order_id int, line int, qty int, PRIMARY KEY (order_id, line))");
+        run("SELECT rowversion.enable('lines')");
+        run("INSERT INTO lines VALUES (7, 2, 1)");
+        let e = error("UPDATE lines SET qty = 2, version = 9");
+        assert_eq!(e.detail.as_deref(), Some("Key (order_id, line)=(7, 2): expected version 9, found version 1."));
+    }
+
+    #[pg_test]
+    fn conflict_detail_hides_the_key_from_a_role_that_may_not_read_it() {
+        products("secret");
+        run("CREATE ROLE rv_writer");
+        run("GRANT UPDATE (price, version) ON secret TO rv_writer");
+        run("SET LOCAL ROLE rv_writer");
+        let e = error("UPDATE secret SET price = 1, version = 9");
+        run("RESET ROLE");
+        assert_eq!(e.sqlstate, "40001");
+        assert_eq!(e.detail.as_deref(), Some("Expected version 9, found version 1."));
+    }
+
+    #[pg_test]
+    fn conflict_detail_without_a_primary_key_has_no_key() {
+        run("CREATE TABLE nokey (name text)");
+        run("SELECT rowversion.enable('nokey')");
+        run("INSERT INTO nokey VALUES ('x')");
+        assert_eq!(error("UPDATE nokey SET version = 3").detail.as_deref(), Some("Expected version 3, found version 1."));
+    }
+
+    #[pg_test]
+    fn increments_wrap_at_the_maximum_of_the_type() {
+        for (table, sql_type, max, min) in [
+            ("w2", "smallint", "32767", "-32768"),
+            ("w4", "integer", "2147483647", "-2147483648"),
+            ("w8", "bigint", "9223372036854775807", "-9223372036854775808"),
+        ] {
+            run(&format!("CREATE TABLE {table} (id int PRIMARY KEY, n int, version {sql_type})"));
+            run(&format!("SELECT rowversion.enable('{table}')"));
+            run(&format!("INSERT INTO {table} VALUES (1, 0, {max}), (2, 0, {max})"));
+            run(&format!("UPDATE {table} SET n = 1 WHERE id = 1")); // lenient
+            run(&format!("UPDATE {table} SET n = 1, version = {max} WHERE id = 2")); // stated
+            assert_eq!(text(&format!("SELECT string_agg(version::text, ',' ORDER BY id) FROM {table}")), Some(format!("{min},{min}")), "{sql_type}");
+            run(&format!("UPDATE {table} SET n = 2, version = {min} + 1 WHERE id = 1 AND version = {min}")); // ORM across the wrap
+            assert_eq!(text(&format!("SELECT version::text FROM {table} WHERE id = 1")), Some(format!("{}", min.parse::<i64>().unwrap() + 1)));
+        }
+    }
+
+    #[pg_test]
+    fn a_stored_null_counts_as_version_0() {
+        products("was_off");
+        run("ALTER TABLE was_off ALTER COLUMN version DROP NOT NULL");
+        run("ALTER TABLE was_off DISABLE TRIGGER rowversion");
+        run("UPDATE was_off SET version = NULL");
+        run("ALTER TABLE was_off ENABLE TRIGGER rowversion");
+        run("UPDATE was_off SET price = 1");
+        assert_eq!(int("SELECT version FROM was_off"), 1);
+    }
+
+    #[pg_test]
+    fn the_version_column_type_cannot_be_altered_while_versioned() {
+        products("altered");
+        let e = error("ALTER TABLE altered ALTER COLUMN version TYPE numeric");
+        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("0A000", "cannot alter type of a column used in a trigger definition"));
+    }
+
+    #[pg_test]
+    fn a_hand_made_trigger_without_when_clause_is_reported() {
+        run("CREATE TABLE by_hand (id int PRIMARY KEY, version int)");
+        run("CREATE TRIGGER by_hand BEFORE UPDATE ON by_hand FOR EACH ROW EXECUTE FUNCTION rowversion.version_trigger('lenient')");
+        run("INSERT INTO by_hand VALUES (1, 1)");
+        let e = error("UPDATE by_hand SET version = 2");
+        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("42P17", "trigger \"by_hand\" was not created by rowversion.enable()"));
+        run("CREATE TABLE after_stmt (id int)");
+        run("CREATE TRIGGER after_stmt AFTER UPDATE ON after_stmt EXECUTE FUNCTION rowversion.version_trigger('lenient')");
+        run("INSERT INTO after_stmt VALUES (1)");
+        assert_eq!(error("UPDATE after_stmt SET id = 2").sqlstate, "39P01");
+        assert_eq!(error("SELECT rowversion.version_trigger()").sqlstate, "39P01");
+        run("CREATE TABLE text_version (id int PRIMARY KEY, version text)");
+        run("CREATE TRIGGER rowversion BEFORE UPDATE ON text_version FOR EACH ROW WHEN (NEW.version IS NULL OR true) EXECUTE FUNCTION rowversion.version_trigger('lenient')");
+        run("INSERT INTO text_version VALUES (1, 'a')");
+        let e = error("UPDATE text_version SET version = 'b'");
+        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("42804", "version column \"version\" has type text"));
+    }
+
+    #[pg_test]
+    fn upsert_and_merge_updates_are_versioned() {
+        products("upsert");
+        run("INSERT INTO upsert (id, price) VALUES (1, 5) ON CONFLICT (id) DO UPDATE SET price = excluded.price");
+        assert_eq!(int("SELECT version FROM upsert"), 2);
+        run("MERGE INTO upsert u USING (SELECT 1 AS id) s ON u.id = s.id WHEN MATCHED THEN UPDATE SET price = 6");
+        assert_eq!(int("SELECT version FROM upsert"), 3);
+    }
+
+    #[pg_test]
+    fn replica_role_does_not_fire_the_trigger() {
+        products("replicated");
+        run("SET LOCAL session_replication_role = replica");
+        run("UPDATE replicated SET price = 1, version = 40");
+        run("SET LOCAL session_replication_role = origin");
+        assert_eq!(int("SELECT version FROM replicated"), 40, "versions arrive as the publisher wrote them");
+    }
+}

@@ -1,0 +1,330 @@
+//! The version trigger: `rowversion.version_trigger()`, fired `BEFORE INSERT OR UPDATE` for
+//! each row of a versioned table.
+//!
+//! It is a plain V1 C function rather than a `#[pg_trigger]`: it fires for every row of every
+//! UPDATE, so it works the way contrib's C triggers do, with one `heap_modify_tuple_by_cols`
+//! per row, the column resolved once per trigger (see [`crate::version_column`]) and no
+//! per-row allocation of its own. The rules are the contract in the README.
+
+use std::ffi::CStr;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::trigger_support::{
+    called_as_trigger, trigger_fired_before, trigger_fired_by_insert, trigger_fired_by_update,
+    trigger_fired_for_row,
+};
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::PgSqlErrorCode;
+
+use crate::report::{raise_on_column, Report};
+use crate::version_column::{self, Mode, VersionColumn};
+
+/// Every error the trigger raises, each with a stable SQLSTATE.
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    #[error("rowversion.version_trigger() must be fired BEFORE INSERT OR UPDATE FOR EACH ROW")]
+    NotCalledAsRowTrigger,
+    #[error("trigger \"{trigger}\" was not created by rowversion.enable()")]
+    NotCreatedByEnable { trigger: String },
+    #[error("version column \"{column}\" has type {type_name}")]
+    UnsupportedType { column: String, type_name: String },
+    #[error("UPDATE of table \"{table}\" must set version column \"{column}\"")]
+    VersionRequired { table: String, column: String },
+    #[error("null value supplied for version column \"{column}\" of table \"{table}\"")]
+    NullVersion { table: String, column: String },
+    #[error("row version conflict on table \"{table}\"")]
+    Conflict { table: String, key: Option<String>, expected: i64, found: i64 },
+}
+
+impl TriggerError {
+    pub fn sqlstate(&self) -> PgSqlErrorCode {
+        match self {
+            Self::NotCalledAsRowTrigger => PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+            Self::NotCreatedByEnable { .. } => PgSqlErrorCode::ERRCODE_INVALID_OBJECT_DEFINITION,
+            Self::UnsupportedType { .. } => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            Self::VersionRequired { .. } => PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE,
+            Self::NullVersion { .. } => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            Self::Conflict { .. } => PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+        }
+    }
+
+    fn detail(&self) -> Option<String> {
+        match self {
+            Self::VersionRequired { table, .. } => Some(format!(
+                "Table \"{table}\" is versioned in strict mode: every UPDATE states the version it read."
+            )),
+            Self::Conflict { key: Some(key), expected, found, .. } => {
+                Some(format!("Key {key}: expected version {expected}, found version {found}."))
+            }
+            Self::Conflict { key: None, expected, found, .. } => {
+                Some(format!("Expected version {expected}, found version {found}."))
+            }
+            _ => None,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            Self::NotCreatedByEnable { .. } => {
+                Some("Create the trigger with rowversion.enable().".into())
+            }
+            Self::UnsupportedType { .. } => {
+                Some("A version column must be smallint, integer or bigint.".into())
+            }
+            Self::VersionRequired { column, .. } => Some(format!(
+                "Add \"{column}\" = <the version you read> to the SET list, or switch the table to lenient mode with rowversion.enable()."
+            )),
+            Self::NullVersion { .. } => Some("Supply the version you read.".into()),
+            Self::Conflict { .. } => {
+                Some("Re-read the row and retry with its current version.".into())
+            }
+            Self::NotCalledAsRowTrigger => None,
+        }
+    }
+
+    pub fn into_report(self) -> Report {
+        Report {
+            code: self.sqlstate(),
+            message: self.to_string(),
+            detail: self.detail(),
+            hint: self.hint(),
+        }
+    }
+}
+
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_rowversion_version_trigger() -> &'static pg_sys::Pg_finfo_record {
+    const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1_API
+}
+
+/// The trigger function, declared in `sql/trigger.sql`.
+///
+/// # Safety
+/// Called by Postgres' executor through the V1 calling convention.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn rowversion_version_trigger(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    // SAFETY: Postgres passes a valid fcinfo; for a trigger call its context is a TriggerData
+    // (checked first) whose relation, trigger and tuples are valid for this call.
+    unsafe {
+        if !called_as_trigger(fcinfo) {
+            ereport_plain(TriggerError::NotCalledAsRowTrigger);
+        }
+        let data = (*fcinfo).context as *mut pg_sys::TriggerData;
+        let event = (*data).tg_event;
+        if !trigger_fired_before(event)
+            || !trigger_fired_for_row(event)
+            || !(trigger_fired_by_insert(event) || trigger_fired_by_update(event))
+        {
+            ereport_plain(TriggerError::NotCalledAsRowTrigger);
+        }
+        let column = column_for_statement(fcinfo, data);
+        let result = if trigger_fired_by_insert(event) {
+            on_insert(data, &column)
+        } else {
+            on_update(data, &column)
+        };
+        pg_sys::Datum::from(result)
+    }
+}
+
+/// Raises a trigger error that concerns no particular table, through pgrx.
+fn ereport_plain(error: TriggerError) -> ! {
+    let report = error.into_report();
+    let mut ereport = ErrorReport::new(report.code, report.message, "rowversion_version_trigger");
+    if let Some(hint) = report.hint {
+        ereport = ereport.set_hint(hint);
+    }
+    ereport.report(PgLogLevel::ERROR);
+    unreachable!("ERROR returned")
+}
+
+/// The version column, kept in `fn_extra` for the rest of the statement.
+unsafe fn column_for_statement(
+    fcinfo: pg_sys::FunctionCallInfo,
+    data: *mut pg_sys::TriggerData,
+) -> VersionColumn {
+    // SAFETY: the caller passes the valid fcinfo and TriggerData of a firing row trigger;
+    // `fn_extra` of this FmgrInfo is ours, and `fn_mcxt` outlives the statement.
+    unsafe {
+        let flinfo = (*fcinfo).flinfo;
+        let cached = (*flinfo).fn_extra as *const VersionColumn;
+        if !cached.is_null() {
+            return *cached;
+        }
+        let rel = (*data).tg_relation;
+        let column = match version_column::lookup(rel, (*data).tg_trigger) {
+            Ok(column) => column,
+            Err(error) => ereport_plain(error),
+        };
+        let slot = pg_sys::MemoryContextAlloc((*flinfo).fn_mcxt, size_of::<VersionColumn>())
+            as *mut VersionColumn;
+        slot.write(column);
+        (*flinfo).fn_extra = slot.cast();
+        column
+    }
+}
+
+/// INSERT: a NULL version becomes 1; a supplied one is kept (imports, COPY, restores).
+unsafe fn on_insert(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> pg_sys::HeapTuple {
+    // SAFETY: `data` is the TriggerData of a BEFORE INSERT row trigger: tg_trigtuple is the
+    // new row and tg_relation its relation.
+    unsafe {
+        let tuple = (*data).tg_trigtuple;
+        let tupdesc = (*(*data).tg_relation).rd_att;
+        if read_version(tuple, tupdesc, column).is_some() {
+            return tuple;
+        }
+        with_version(tuple, tupdesc, column, 1)
+    }
+}
+
+/// UPDATE: see the README's contract.
+unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> pg_sys::HeapTuple {
+    // SAFETY: `data` is the TriggerData of a BEFORE UPDATE row trigger: tg_trigtuple is the
+    // stored row (the newest one, after any wait for a concurrent writer), tg_newtuple the row
+    // about to be written, tg_updatedcols the columns of the SET list.
+    unsafe {
+        let rel = (*data).tg_relation;
+        let tupdesc = (*rel).rd_att;
+        let stored_row = (*data).tg_trigtuple;
+        let new_row = (*data).tg_newtuple;
+        // A NULL can only have been written while the trigger was off; it counts as 0.
+        let stored = read_version(stored_row, tupdesc, column).unwrap_or(0);
+        let next = column.version_type.next(stored);
+
+        if !names_column((*data).tg_updatedcols, column.attnum) {
+            return match column.mode {
+                Mode::Lenient => with_version(new_row, tupdesc, column, next),
+                Mode::Strict => raise(rel, column, |table, name| TriggerError::VersionRequired {
+                    table,
+                    column: name,
+                }),
+            };
+        }
+        match read_version(new_row, tupdesc, column) {
+            None => raise(rel, column, |table, name| TriggerError::NullVersion { table, column: name }),
+            // The version the writer read: the check passes, the version moves on.
+            Some(supplied) if supplied == stored => with_version(new_row, tupdesc, column, next),
+            // ORMs send `SET version = read + 1 WHERE id = ? AND version = read`; their WHERE
+            // clause did the check, and the row already carries the next version.
+            Some(supplied) if supplied == next => new_row,
+            Some(supplied) => {
+                let key = describe_key(rel, stored_row);
+                raise(rel, column, |table, _| TriggerError::Conflict {
+                    table,
+                    key,
+                    expected: supplied,
+                    found: stored,
+                })
+            }
+        }
+    }
+}
+
+/// Whether the UPDATE's SET list names `attnum` (a Bitmapset membership test, inline).
+unsafe fn names_column(updated: *const pg_sys::Bitmapset, attnum: i16) -> bool {
+    if updated.is_null() {
+        return false;
+    }
+    let member = (i32::from(attnum) - pg_sys::FirstLowInvalidHeapAttributeNumber) as usize;
+    let bits = pg_sys::bitmapword::BITS;
+    let (word, bit) = (member / bits as usize, member % bits as usize);
+    // SAFETY: `updated` is a valid Bitmapset holding `nwords` words.
+    unsafe {
+        let words = (*updated).words.as_slice((*updated).nwords as usize);
+        words.get(word).is_some_and(|w| w & (1 << bit) != 0)
+    }
+}
+
+unsafe fn read_version(
+    tuple: pg_sys::HeapTuple,
+    tupdesc: pg_sys::TupleDesc,
+    column: &VersionColumn,
+) -> Option<i64> {
+    let mut isnull = false;
+    // SAFETY: `tuple` belongs to the relation described by `tupdesc`, and `attnum` is one of
+    // its columns.
+    let datum = unsafe { pg_sys::heap_getattr(tuple, column.attnum.into(), tupdesc, &mut isnull) };
+    (!isnull).then(|| column.version_type.from_datum(datum))
+}
+
+unsafe fn with_version(
+    tuple: pg_sys::HeapTuple,
+    tupdesc: pg_sys::TupleDesc,
+    column: &VersionColumn,
+    version: i64,
+) -> pg_sys::HeapTuple {
+    let mut attnum = std::ffi::c_int::from(column.attnum);
+    let mut value = column.version_type.to_datum(version);
+    let mut isnull = false;
+    // SAFETY: one replacement column, its number valid for `tupdesc`, its Datum of the
+    // column's type.
+    unsafe { pg_sys::heap_modify_tuple_by_cols(tuple, tupdesc, 1, &mut attnum, &mut value, &mut isnull) }
+}
+
+/// `(id)=(42)` for the primary key of `row`, as unique violations show it; `None` when the
+/// table has no primary key or the current role may not see those columns (Postgres'
+/// `BuildIndexValueDescription` checks column privileges and row-level security).
+unsafe fn describe_key(rel: pg_sys::Relation, row: pg_sys::HeapTuple) -> Option<String> {
+    // SAFETY: `rel` is open and `row` is one of its rows; the primary key index is opened and
+    // closed here, its key columns are plain columns of `rel`.
+    unsafe {
+        #[cfg(feature = "pg18")]
+        let index_oid = pg_sys::RelationGetPrimaryKeyIndex(rel, true);
+        #[cfg(not(feature = "pg18"))]
+        let index_oid = pg_sys::RelationGetPrimaryKeyIndex(rel);
+        if index_oid == pg_sys::InvalidOid {
+            return None;
+        }
+        let index = pg_sys::index_open(index_oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let key_count = (*(*index).rd_index).indnkeyatts as usize;
+        let key_attnums = (*(*index).rd_index).indkey.values.as_slice(key_count);
+        let mut values = [pg_sys::Datum::from(0); pg_sys::INDEX_MAX_KEYS as usize];
+        let mut nulls = [false; pg_sys::INDEX_MAX_KEYS as usize];
+        for (i, &attnum) in key_attnums.iter().enumerate() {
+            values[i] = pg_sys::heap_getattr(row, attnum.into(), (*rel).rd_att, &mut nulls[i]);
+        }
+        let description =
+            pg_sys::BuildIndexValueDescription(index, values.as_mut_ptr(), nulls.as_mut_ptr());
+        pg_sys::index_close(index, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        (!description.is_null()).then(|| CStr::from_ptr(description).to_string_lossy().into_owned())
+    }
+}
+
+/// Raises the error built by `make(table, column)` against the version column of `rel`.
+unsafe fn raise(
+    rel: pg_sys::Relation,
+    column: &VersionColumn,
+    make: impl FnOnce(String, String) -> TriggerError,
+) -> ! {
+    // SAFETY: `rel` is open, `column.attnum` is one of its columns; everything with a
+    // destructor is consumed before `raise_on_column` jumps out.
+    unsafe {
+        let report = make(qualified_name(rel), column_name(rel, column.attnum)).into_report();
+        raise_on_column(rel, column.attnum, report)
+    }
+}
+
+unsafe fn qualified_name(rel: pg_sys::Relation) -> String {
+    // SAFETY: `rel` is an open relation; its namespace exists while it is open.
+    unsafe {
+        let schema = CStr::from_ptr(pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace));
+        let table = CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr());
+        format!("{}.{}", schema.to_string_lossy(), table.to_string_lossy())
+    }
+}
+
+unsafe fn column_name(rel: pg_sys::Relation, attnum: i16) -> String {
+    // SAFETY: `attnum` is a column of the open relation `rel`.
+    unsafe {
+        let tupdesc = (*rel).rd_att;
+        let attribute = &(*tupdesc).attrs.as_slice((*tupdesc).natts as usize)[attnum as usize - 1];
+        CStr::from_ptr(attribute.attname.data.as_ptr()).to_string_lossy().into_owned()
+    }
+}
