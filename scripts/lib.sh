@@ -1,0 +1,73 @@
+# Shared by scripts/demo and scripts/test: installing what the build needs, and running
+# throw-away Postgres 15 servers as the `postgres` user (Postgres refuses to run as root).
+# Everything here is idempotent and quick when it has already been done.
+
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PG_MAJOR=15
+PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+PG_CONFIG=$PG_BIN/pg_config
+PGXS_TEST=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test
+CARGO_PGRX_VERSION=0.18.1
+APT_PACKAGES=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo pkg-config)
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# Runs a command as root (for apt and installing into Postgres' directories).
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Runs a command as the user that owns the servers.
+as_postgres() { if [ "$(id -u)" -eq 0 ]; then sudo -u postgres "$@"; else "$@"; fi; }
+
+# The `--runas postgres` that cargo pgrx needs when we are root.
+runas_args() { if [ "$(id -u)" -eq 0 ]; then echo "--runas postgres"; fi; }
+
+install_dependencies() {
+    local missing=() package
+    for package in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$package")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing ${missing[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if ! cargo pgrx --version 2>/dev/null | grep -q " $CARGO_PGRX_VERSION\$"; then
+        log "installing cargo-pgrx $CARGO_PGRX_VERSION (about 10 minutes on 2 cores)"
+        cargo install cargo-pgrx --version "$CARGO_PGRX_VERSION" --locked
+    fi
+    if ! grep -qs "^pg$PG_MAJOR = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+        log "pointing pgrx at the system Postgres $PG_MAJOR"
+        cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG" >/dev/null
+    fi
+}
+
+# Builds the extension and installs it into the system Postgres. Extra args go to cargo pgrx.
+install_extension() {
+    log "building and installing pg_rowversion $*"
+    (cd "$REPO" && cargo pgrx install --pg-config "$PG_CONFIG" $([ "$(id -u)" -eq 0 ] || echo --sudo) "$@")
+}
+
+# start_server DIR PORT: a server with its data in DIR/data and its socket in DIR,
+# listening on no TCP address. Creates the cluster the first time.
+start_server() {
+    local dir=$1 port=$2
+    as_root mkdir -p "$dir"
+    as_root chown "$(as_postgres id -un)" "$dir"
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+        as_postgres "$PG_BIN/initdb" -D "$dir/data" -A trust -U postgres --no-sync >/dev/null
+    fi
+    if ! as_postgres "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+        as_postgres "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start \
+            -o "-p $port -k $dir -c listen_addresses=''" >/dev/null
+    fi
+}
+
+stop_server() {
+    local dir=$1
+    if [ -f "$dir/data/PG_VERSION" ]; then
+        as_postgres "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+}
