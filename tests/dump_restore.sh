@@ -4,7 +4,8 @@
 # Usage: tests/dump_restore.sh SOCKET_DIR PORT
 set -euo pipefail
 host=$1 port=$2
-sql() { psql -X -q -v ON_ERROR_STOP=1 -h "$host" -p "$port" -U postgres "$@"; }
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+sql() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$host" -p "$port" -U postgres "$@"; }
 for db in rowversion_dump_src rowversion_dump_dst; do
     sql -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
 done
@@ -34,7 +35,7 @@ snapshot() {
 }
 dump=$(mktemp)
 trap 'rm -f "$dump"' EXIT
-pg_dump -h "$host" -p "$port" -U postgres rowversion_dump_src >"$dump"
+"$PG_BIN/pg_dump" -h "$host" -p "$port" -U postgres rowversion_dump_src >"$dump"
 sql -d rowversion_dump_dst -f "$dump" >/dev/null
 
 before=$(snapshot rowversion_dump_src)
