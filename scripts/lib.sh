@@ -50,10 +50,12 @@ install_extension() {
     (cd "$REPO" && cargo pgrx install --pg-config "$PG_CONFIG" $([ "$(id -u)" -eq 0 ] || echo --sudo) "$@")
 }
 
-# start_server DIR PORT: a server with its data in DIR/data and its socket in DIR,
-# listening on no TCP address. Creates the cluster the first time.
+# start_server DIR PORT [SETTING...]: a server with its data in DIR/data and its socket in
+# DIR, listening on no TCP address, with extra `-c` settings. Creates the cluster the first time.
 start_server() {
-    local dir=$1 port=$2
+    local dir=$1 port=$2 settings="" setting
+    shift 2
+    for setting in "$@"; do settings+=" -c $setting"; done
     as_root mkdir -p "$dir"
     as_root chown "$(as_postgres id -un)" "$dir"
     if [ ! -f "$dir/data/PG_VERSION" ]; then
@@ -61,7 +63,7 @@ start_server() {
     fi
     if ! as_postgres "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
         as_postgres "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start \
-            -o "-p $port -k $dir -c listen_addresses=''" >/dev/null
+            -o "-p $port -k $dir -c listen_addresses=''$settings" >/dev/null
     fi
 }
 

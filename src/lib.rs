@@ -7,11 +7,13 @@
 //! Modules:
 //! - [`enable`]: `rowversion.enable()` / `rowversion.disable()`, putting tables under version control;
 //! - [`trigger`]: the per-row trigger, the product's hot path;
+//! - [`checked`]: `rowversion.update()` and friends, checked writes as function calls;
 //! - [`version_column`]: which column, type and mode a trigger works on, cached per session;
 //! - [`report`]: raising errors that carry schema, table and column fields.
 
 use pgrx::prelude::*;
 
+mod checked;
 mod enable;
 mod report;
 mod trigger;
@@ -22,10 +24,21 @@ mod version_column;
 extension_sql_file!("../sql/trigger.sql", name = "trigger_function");
 extension_sql_file!("../sql/enable.sql", name = "enable_functions");
 extension_sql_file!("../sql/tables.sql", name = "tables_view", requires = ["trigger_function"]);
+extension_sql_file!("../sql/checked.sql", name = "checked_functions");
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    version_column::register_invalidation();
+    // SAFETY: called once per backend when the library is loaded; the callback has the
+    // signature Postgres expects and lives as long as the library.
+    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget_relation), pg_sys::Datum::from(0)) };
+}
+
+/// Relcache invalidation: the table's definition changed (or, for InvalidOid, maybe all did),
+/// so what the session cached about it is dropped.
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_relation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    version_column::forget(relid);
+    checked::forget(relid);
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -428,4 +428,221 @@ mod tests {
         run("SET LOCAL session_replication_role = origin");
         assert_eq!(int("SELECT version FROM replicated"), 40, "versions arrive as the publisher wrote them");
     }
+
+    // ---- checked updates and deletes ----
+
+    fn accounts(table: &str) {
+        run(&format!(
+            "CREATE TABLE {table} (id int PRIMARY KEY, owner text, balance bigint, opened timestamptz, \
+             tags text[], meta jsonb, doubled bigint GENERATED ALWAYS AS (balance * 2) STORED)"
+        ));
+        run(&format!("SELECT rowversion.enable('{table}')"));
+        run(&format!("INSERT INTO {table} (id, owner, balance) VALUES (1, 'ann', 1000000)"));
+    }
+
+    #[pg_test]
+    fn update_applies_changes_of_every_kind_and_returns_the_new_version() {
+        accounts("acc_update");
+        let version = int(r#"SELECT rowversion.update('acc_update', '{"id": 1}', 1,
+            '{"owner": "bob", "balance": 1500000, "opened": "2026-01-02T03:04:05Z",
+              "tags": ["a", "b"], "meta": {"x": [1, 2]}}')"#);
+        assert_eq!(version, 2);
+        assert_eq!(
+            text("SELECT concat_ws('|', owner, balance, opened AT TIME ZONE 'UTC', tags, meta, doubled, version) FROM acc_update"),
+            Some(r#"bob|1500000|2026-01-02 03:04:05|{a,b}|{"x": [1, 2]}|3000000|2"#.into())
+        );
+        assert_eq!(int(r#"SELECT rowversion.update('acc_update', '{"id": 1}', 2, '{"owner": null}')"#), 3);
+        assert_eq!(text("SELECT coalesce(owner, 'NULL') FROM acc_update"), Some("NULL".into()));
+        assert_eq!(int(r#"SELECT rowversion.update('acc_update', '{"id": 1}', 3, '{}')"#), 4, "no changes still moves the version");
+    }
+
+    #[pg_test]
+    fn update_with_a_stale_version_raises_the_triggers_conflict() {
+        accounts("acc_stale");
+        run(r#"SELECT rowversion.update('acc_stale', '{"id": 1}', 1, '{"balance": 1500000}')"#);
+        let e = error(r#"SELECT rowversion.update('acc_stale', '{"id": 1}', 1, '{"balance": 700000}')"#);
+        assert_eq!(e.sqlstate, "40001");
+        assert_eq!(e.message, "row version conflict on table \"public.acc_stale\"");
+        assert_eq!(e.detail.as_deref(), Some("Key (id)=(1): expected version 1, found version 2."));
+        assert_eq!(e.hint.as_deref(), Some("Re-read the row and retry with its current version."));
+        assert_eq!((e.schema.as_deref(), e.table.as_deref(), e.column.as_deref()), (Some("public"), Some("acc_stale"), Some("version")));
+        // The version after the stored one is a conflict too (the trigger alone would take it
+        // as the ORM pattern; a checked update states the version it read).
+        assert_eq!(error(r#"SELECT rowversion.update('acc_stale', '{"id": 1}', 3, '{}')"#).sqlstate, "40001");
+        assert_eq!(int("SELECT balance FROM acc_stale"), 1500000);
+    }
+
+    #[pg_test]
+    fn update_of_a_missing_row_is_no_data_found() {
+        accounts("acc_missing");
+        let e = error(r#"SELECT rowversion.update('acc_missing', '{"id": 42}', 1, '{"balance": 1}')"#);
+        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("P0002", r#"no row in table "public.acc_missing" has key {"id":42}"#));
+    }
+
+    #[pg_test]
+    fn the_key_must_be_exactly_the_primary_key() {
+        accounts("acc_key");
+        let e = error(r#"SELECT rowversion.update('acc_key', '{"owner": "ann"}', 1, '{}')"#);
+        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("22023", "key does not match the primary key of table \"public.acc_key\""));
+        assert_eq!(e.detail.as_deref(), Some(r#"Missing: "id". Not in the primary key: "owner". The primary key is ("id")."#));
+        let e = error(r#"SELECT rowversion.update('acc_key', '{"id": 1, "x": 2}', 1, '{}')"#);
+        assert_eq!(e.detail.as_deref(), Some(r#"Not in the primary key: "x". The primary key is ("id")."#));
+        assert_eq!(error(r#"SELECT rowversion.update('acc_key', '[1]', 1, '{}')"#).message, "key must be a JSON object");
+        assert_eq!(error(r#"SELECT rowversion.update('acc_key', '{"id": 1}', 1, '[]')"#).message, "changes must be a JSON object");
+    }
+
+    #[pg_test]
+    fn changes_may_not_name_unknown_version_or_generated_columns() {
+        accounts("acc_changes");
+        let e = error(r#"SELECT rowversion.update('acc_changes', '{"id": 1}', 1, '{"nope": 1}')"#);
+        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("42703", "column \"nope\" of table \"public.acc_changes\" does not exist"));
+        let e = error(r#"SELECT rowversion.update('acc_changes', '{"id": 1}', 1, '{"version": 5}')"#);
+        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("428C9", "changes must not set version column \"version\" of table \"public.acc_changes\""));
+        assert_eq!(error(r#"SELECT rowversion.update('acc_changes', '{"id": 1}', 1, '{"doubled": 5}')"#).sqlstate, "428C9");
+        assert_eq!(error(r#"SELECT rowversion.update('acc_changes', '{"id": 1}', 1, '{"ctid": "(0,1)"}')"#).sqlstate, "42703");
+    }
+
+    #[pg_test]
+    fn checked_functions_need_a_versioned_table_with_a_primary_key() {
+        run("CREATE TABLE unversioned (id int PRIMARY KEY)");
+        let e = error(r#"SELECT rowversion.update('unversioned', '{"id": 1}', 1, '{}')"#);
+        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("55000", "table \"public.unversioned\" is not versioned"));
+        assert_eq!(e.hint.as_deref(), Some("Enable it with: SELECT rowversion.enable('public.unversioned');"));
+        run("CREATE TABLE keyless (n int)");
+        run("SELECT rowversion.enable('keyless')");
+        assert_eq!(error(r#"SELECT rowversion.current_version('keyless', '{}')"#).sqlstate, "55000");
+        accounts("acc_paused");
+        run("ALTER TABLE acc_paused DISABLE TRIGGER rowversion");
+        assert_eq!(error(r#"SELECT rowversion.update('acc_paused', '{"id": 1}', 1, '{}')"#).sqlstate, "55000");
+    }
+
+    #[pg_test]
+    fn null_arguments_are_errors_not_silent_no_ops() {
+        accounts("acc_nulls");
+        let e = error(r#"SELECT rowversion.update('acc_nulls', '{"id": 1}', NULL, '{}')"#);
+        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("22004", "expected_version must not be NULL"));
+        assert_eq!(error(r#"SELECT rowversion.delete('acc_nulls', NULL, 1)"#).sqlstate, "22004");
+        assert_eq!(error(r#"SELECT * FROM rowversion.try_update(NULL, '{"id": 1}', 1, '{}')"#).sqlstate, "22004");
+    }
+
+    #[pg_test]
+    fn try_update_reports_instead_of_raising() {
+        accounts("acc_try");
+        let outcome = |sql: &str| text(&format!("SELECT applied || '/' || coalesce(version::text, 'NULL') FROM {sql}"));
+        assert_eq!(outcome(r#"rowversion.try_update('acc_try', '{"id": 1}', 1, '{"balance": 5}')"#), Some("true/2".into()));
+        assert_eq!(outcome(r#"rowversion.try_update('acc_try', '{"id": 1}', 1, '{"balance": 6}')"#), Some("false/2".into()));
+        assert_eq!(outcome(r#"rowversion.try_update('acc_try', '{"id": 9}', 1, '{"balance": 6}')"#), Some("false/NULL".into()));
+        assert_eq!(int("SELECT balance FROM acc_try"), 5);
+    }
+
+    #[pg_test]
+    fn delete_checks_the_version() {
+        accounts("acc_delete");
+        run("INSERT INTO acc_delete (id) VALUES (2)");
+        run(r#"SELECT rowversion.update('acc_delete', '{"id": 1}', 1, '{}')"#);
+        let e = error(r#"SELECT rowversion.delete('acc_delete', '{"id": 1}', 1)"#);
+        assert_eq!((e.sqlstate.as_str(), e.detail.as_deref()), ("40001", Some("Key (id)=(1): expected version 1, found version 2.")));
+        run(r#"SELECT rowversion.delete('acc_delete', '{"id": 1}', 2)"#);
+        assert_eq!(error(r#"SELECT rowversion.delete('acc_delete', '{"id": 1}', 2)"#).sqlstate, "P0002");
+        assert_eq!(int("SELECT count(*) FROM acc_delete"), 1);
+    }
+
+    #[pg_test]
+    fn current_version_is_null_for_a_missing_row() {
+        accounts("acc_current");
+        run("UPDATE acc_current SET balance = 0");
+        assert_eq!(int(r#"SELECT rowversion.current_version('acc_current', '{"id": 1}')"#), 2);
+        assert_eq!(text(r#"SELECT rowversion.current_version('acc_current', '{"id": 2}')::text"#), None);
+    }
+
+    #[pg_test]
+    fn update_many_is_all_or_nothing() {
+        accounts("acc_many");
+        run("INSERT INTO acc_many (id, balance) VALUES (2, 0), (3, 0)");
+        assert_eq!(int(r#"SELECT rowversion.update_many('acc_many', '[
+            {"key": {"id": 1}, "version": 1, "changes": {"balance": 10}},
+            {"key": {"id": 2}, "version": 1, "changes": {"balance": 20}}]')"#), 2);
+        let e = error(r#"SELECT rowversion.update_many('acc_many', '[
+            {"key": {"id": 3}, "version": 1, "changes": {"balance": 30}},
+            {"key": {"id": 1}, "version": 1, "changes": {"balance": 11}}]')"#);
+        assert_eq!((e.sqlstate.as_str(), e.detail.as_deref()), ("40001", Some("Key (id)=(1): expected version 1, found version 2.")));
+        assert_eq!(text("SELECT string_agg(balance || '@' || version, ',' ORDER BY id) FROM acc_many"), Some("10@2,20@2,0@1".into()), "row 3 rolled back");
+        let e = error(r#"SELECT rowversion.update_many('acc_many', '[{"key": {"id": 3}, "version": "1", "changes": {}}]')"#);
+        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("22023", r#"rows[0]: "version" must be an integer"#));
+        assert_eq!(error(r#"SELECT rowversion.update_many('acc_many', '{}')"#).sqlstate, "22023");
+    }
+
+    #[pg_test]
+    fn checked_functions_work_with_smallint_and_integer_versions_and_composite_keys() {
+        for sql_type in ["smallint", "integer"] {
+            run("DROP TABLE IF EXISTS order_lines");
+            run(&format!("CREATE TABLE order_lines (order_id int, line int, qty int, version {sql_type}, PRIMARY KEY (order_id, line))"));
+            run("SELECT rowversion.enable('order_lines')");
+            run("INSERT INTO order_lines VALUES (7, 1, 1), (7, 2, 1)");
+            assert_eq!(int(r#"SELECT rowversion.update('order_lines', '{"order_id": 7, "line": 2}', 1, '{"qty": 5}')"#), 2);
+            let e = error(r#"SELECT rowversion.update('order_lines', '{"line": 2, "order_id": 7}', 1, '{"qty": 6}')"#);
+            assert_eq!(e.detail.as_deref(), Some("Key (order_id, line)=(7, 2): expected version 1, found version 2."), "{sql_type}");
+            assert_eq!(text("SELECT string_agg(qty || '@' || version, ',' ORDER BY line) FROM order_lines"), Some("1@1,5@2".into()));
+        }
+    }
+
+    #[pg_test]
+    fn checked_functions_run_with_the_callers_privileges() {
+        accounts("acc_priv");
+        run("CREATE ROLE rv_reader");
+        run("GRANT SELECT ON acc_priv TO rv_reader");
+        run("SET LOCAL ROLE rv_reader");
+        let e = error(r#"SELECT rowversion.update('acc_priv', '{"id": 1}', 1, '{"balance": 0}')"#);
+        assert_eq!(e.sqlstate, "42501");
+        assert_eq!(int(r#"SELECT rowversion.current_version('acc_priv', '{"id": 1}')"#), 1);
+        run("RESET ROLE");
+        run("CREATE ROLE rv_clerk");
+        run("GRANT SELECT, UPDATE ON acc_priv TO rv_clerk");
+        run("ALTER TABLE acc_priv ENABLE ROW LEVEL SECURITY");
+        run("CREATE POLICY own_rows ON acc_priv USING (owner = current_user)");
+        run("SET LOCAL ROLE rv_clerk");
+        // The row is invisible under the policy, as it would be to a plain UPDATE.
+        assert_eq!(error(r#"SELECT rowversion.update('acc_priv', '{"id": 1}', 1, '{"balance": 0}')"#).sqlstate, "P0002");
+        run("RESET ROLE");
+        assert_eq!(int("SELECT balance FROM acc_priv"), 1000000);
+    }
+
+    #[pg_test]
+    fn hostile_identifiers_and_keys_get_a_clean_error_or_a_correct_update() {
+        run(r#"CREATE TABLE "evil""; DROP TABLE evil_victim; --" ("id; DROP" int PRIMARY KEY, "it's ""quoted""" text)"#);
+        run("CREATE TABLE evil_victim (n int)");
+        run(r#"SELECT rowversion.enable('"evil""; DROP TABLE evil_victim; --"')"#);
+        run(r#"INSERT INTO "evil""; DROP TABLE evil_victim; --" VALUES (1, 'x')"#);
+        let table = r#"'"evil""; DROP TABLE evil_victim; --"'"#;
+        assert_eq!(int(&format!(r#"SELECT rowversion.update({table}, '{{"id; DROP": 1}}', 1, '{{"it''s \"quoted\"": "'');DROP TABLE evil_victim;--"}}')"#)), 2);
+        assert_eq!(text(r#"SELECT "it's ""quoted""" FROM "evil""; DROP TABLE evil_victim; --""#), Some("');DROP TABLE evil_victim;--".into()));
+        let e = error(&format!(r#"SELECT rowversion.update({table}, '{{"id; DROP": 1}}', 2, '{{"\"; DROP TABLE evil_victim; --": 1}}')"#));
+        assert_eq!(e.sqlstate, "42703");
+        let e = error(&format!(r#"SELECT rowversion.update({table}, '{{"1) OR (1=1": 1}}', 2, '{{}}')"#));
+        assert_eq!(e.sqlstate, "22023");
+        assert_eq!(int("SELECT count(*) FROM evil_victim"), 0, "the victim table still exists");
+    }
+
+    #[pg_test]
+    fn cached_statements_follow_renames_and_new_columns() {
+        accounts("acc_ddl");
+        run(r#"SELECT rowversion.update('acc_ddl', '{"id": 1}', 1, '{"balance": 1}')"#); // prepares
+        run("ALTER TABLE acc_ddl RENAME COLUMN balance TO amount");
+        run("ALTER TABLE acc_ddl RENAME COLUMN version TO lock_version");
+        assert_eq!(int(r#"SELECT rowversion.update('acc_ddl', '{"id": 1}', 2, '{"amount": 2}')"#), 3);
+        assert_eq!(error(r#"SELECT rowversion.update('acc_ddl', '{"id": 1}', 3, '{"balance": 3}')"#).sqlstate, "42703");
+        run("ALTER TABLE acc_ddl ADD COLUMN note text");
+        assert_eq!(int(r#"SELECT rowversion.update('acc_ddl', '{"id": 1}', 3, '{"note": "hi"}')"#), 4);
+        assert_eq!(text("SELECT amount || note || lock_version FROM acc_ddl"), Some("2hi4".into()));
+    }
+
+    #[pg_test]
+    fn checked_functions_reach_rows_through_a_partitioned_parent() {
+        run("CREATE TABLE acc_parted (id int PRIMARY KEY, balance int) PARTITION BY RANGE (id)");
+        run("CREATE TABLE acc_parted_1 PARTITION OF acc_parted FOR VALUES FROM (0) TO (100)");
+        run("SELECT rowversion.enable('acc_parted')");
+        run("INSERT INTO acc_parted VALUES (5, 0)");
+        assert_eq!(int(r#"SELECT rowversion.update('acc_parted', '{"id": 5}', 1, '{"balance": 1}')"#), 2);
+        assert_eq!(error(r#"SELECT rowversion.update('acc_parted', '{"id": 5}', 1, '{}')"#).sqlstate, "40001");
+    }
 }

@@ -271,7 +271,7 @@ unsafe fn with_version(
 /// `(id)=(42)` for the primary key of `row`, as unique violations show it; `None` when the
 /// table has no primary key or the current role may not see those columns (Postgres'
 /// `BuildIndexValueDescription` checks column privileges and row-level security).
-unsafe fn describe_key(rel: pg_sys::Relation, row: pg_sys::HeapTuple) -> Option<String> {
+pub unsafe fn describe_key(rel: pg_sys::Relation, row: pg_sys::HeapTuple) -> Option<String> {
     // SAFETY: `rel` is open and `row` is one of its rows; the primary key index is opened and
     // closed here, its key columns are plain columns of `rel`.
     unsafe {

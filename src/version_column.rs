@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::ffi::{c_int, CStr};
 
 use pgrx::pg_sys;
-use pgrx::prelude::*;
 
 use crate::trigger::TriggerError;
 
@@ -105,15 +104,8 @@ thread_local! {
     static BY_TRIGGER: RefCell<HashMap<pg_sys::Oid, VersionColumn>> = RefCell::new(HashMap::new());
 }
 
-/// Registers the invalidation callback; called once from `_PG_init`.
-pub fn register_invalidation() {
-    // SAFETY: called once per backend from `_PG_init`; the callback has the signature
-    // Postgres expects and lives as long as the loaded library.
-    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget_relation), pg_sys::Datum::from(0)) };
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn forget_relation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+/// Called from the relcache invalidation callback.
+pub fn forget(relid: pg_sys::Oid) {
     BY_TRIGGER.with_borrow_mut(|cache| {
         if relid == pg_sys::InvalidOid {
             cache.clear();

@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""What a version trigger costs, measured side by side in one run.
+
+Every variant runs on the same table shape (id int PRIMARY KEY, balance bigint, version bigint,
+modified timestamptz), interleaved round by round so that drift in the machine hits them all
+alike; the table shows medians and ratios. Three measurements:
+
+1. per-row trigger time: EXPLAIN (ANALYZE) of an UPDATE of every row, trigger time / calls,
+   for the built-in C trigger suppress_redundant_updates_trigger (returns the row as it is:
+   the floor of any trigger), contrib's C trigger moddatetime, a hand-written PL/pgSQL check-and-increment trigger,
+   and pg_rowversion in lenient mode (version not in SET) and strict mode (version stated);
+2. a whole-table UPDATE ... SET balance = balance + 1 on a versioned table, against the same
+   statement on a table without trigger that increments the version in its SET list, and on
+   one with the built-in no-op trigger: the part of the cost that any BEFORE ROW trigger pays
+   (Postgres locks each row before calling BEFORE UPDATE triggers, and copies the tuples);
+3. pgbench, 8 clients: a single-row checked update through the trigger against the
+   hand-written UPDATE ... SET version = version + 1 WHERE id = :id AND version = :v, without
+   and with the built-in no-op trigger.
+
+It prints figures and never fails on timing. Usage: see bench/run.
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import tempfile
+
+PLPGSQL_TRIGGER = """
+CREATE OR REPLACE FUNCTION bench_plpgsql_version() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.version = OLD.version THEN
+        NEW.version := OLD.version + 1;
+    ELSIF NEW.version IS DISTINCT FROM OLD.version + 1 THEN
+        RAISE EXCEPTION 'row version conflict' USING ERRCODE = '40001';
+    END IF;
+    RETURN NEW;
+END $$;
+"""
+
+SHAPE = "(id int PRIMARY KEY, balance bigint NOT NULL, version bigint NOT NULL DEFAULT 1, modified timestamptz NOT NULL DEFAULT now())"
+
+# name -> (table, trigger DDL or None, the UPDATE measured)
+PER_ROW = {
+    "built-in no-op C trigger (floor)": (
+        "bench_noop",
+        "CREATE TRIGGER noop BEFORE UPDATE ON bench_noop FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger()",
+        "UPDATE bench_noop SET balance = balance + 1",
+    ),
+    "moddatetime (C, contrib)": (
+        "bench_moddatetime",
+        "CREATE TRIGGER stamp BEFORE UPDATE ON bench_moddatetime FOR EACH ROW EXECUTE FUNCTION moddatetime(modified)",
+        "UPDATE bench_moddatetime SET balance = balance + 1",
+    ),
+    "PL/pgSQL check-and-increment": (
+        "bench_plpgsql",
+        "CREATE TRIGGER version BEFORE UPDATE ON bench_plpgsql FOR EACH ROW EXECUTE FUNCTION bench_plpgsql_version()",
+        "UPDATE bench_plpgsql SET balance = balance + 1",
+    ),
+    "pg_rowversion lenient": (
+        "bench_lenient",
+        "SELECT rowversion.enable('bench_lenient')",
+        "UPDATE bench_lenient SET balance = balance + 1",
+    ),
+    "pg_rowversion strict, version stated": (
+        "bench_strict",
+        "SELECT rowversion.enable('bench_strict', mode => 'strict')",
+        "UPDATE bench_strict SET balance = balance + 1, version = version",
+    ),
+}
+
+WHOLE_TABLE = {
+    "no trigger, SET version = version + 1": (
+        "bench_big_plain",
+        None,
+        "UPDATE bench_big_plain SET balance = balance + 1, version = version + 1",
+    ),
+    "built-in no-op C trigger (floor)": (
+        "bench_big_noop",
+        "CREATE TRIGGER noop BEFORE UPDATE ON bench_big_noop FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger()",
+        "UPDATE bench_big_noop SET balance = balance + 1, version = version + 1",
+    ),
+    "pg_rowversion lenient": (
+        "bench_big_lenient",
+        "SELECT rowversion.enable('bench_big_lenient')",
+        "UPDATE bench_big_lenient SET balance = balance + 1",
+    ),
+}
+
+PGBENCH = {
+    "hand-written WHERE id AND version": (
+        "bench_pgb_plain",
+        None,
+        "UPDATE bench_pgb_plain SET balance = balance + 1, version = version + 1 WHERE id = :id AND version = :v;",
+    ),
+    "hand-written + built-in no-op trigger (floor)": (
+        "bench_pgb_noop",
+        "CREATE TRIGGER noop BEFORE UPDATE ON bench_pgb_noop FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger()",
+        "UPDATE bench_pgb_noop SET balance = balance + 1, version = version + 1 WHERE id = :id AND version = :v;",
+    ),
+    "pg_rowversion, SET version = :v": (
+        "bench_pgb_checked",
+        "SELECT rowversion.enable('bench_pgb_checked')",
+        "UPDATE bench_pgb_checked SET balance = balance + 1, version = :v WHERE id = :id;",
+    ),
+}
+
+
+class Server:
+    def __init__(self, args):
+        self.args = args
+        self.base = ["-X", "-h", args.host, "-p", str(args.port), "-U", "postgres"]
+
+    def sql(self, statement, db=None):
+        out = subprocess.run(
+            [os.path.join(self.args.bindir, "psql"), *self.base, "-d", db or self.args.dbname,
+             "-At", "-q", "-v", "ON_ERROR_STOP=1", "-c", statement],
+            check=True, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    def explain(self, statement, timing=True):
+        plan = self.sql(f"EXPLAIN (ANALYZE, TIMING {'ON' if timing else 'OFF'}, FORMAT JSON) {statement}")
+        return json.loads(plan)[0]
+
+
+def create_tables(server, variants, rows):
+    for table, trigger, _ in variants.values():
+        server.sql(f"DROP TABLE IF EXISTS {table}")
+        server.sql(f"CREATE TABLE {table} {SHAPE}")
+        server.sql(f"INSERT INTO {table} (id, balance) SELECT g, 0 FROM generate_series(1, {rows}) g")
+        if trigger:
+            server.sql(trigger)
+        server.sql(f"VACUUM (ANALYZE) {table}")
+
+
+def rotated(names, round_number):
+    """The variants in a different order each round, so no variant always runs first."""
+    shift = round_number % len(names)
+    return names[shift:] + names[:shift]
+
+
+def per_row_trigger_times(server, rounds):
+    times = {name: [] for name in PER_ROW}
+    for r in range(rounds):
+        for name in rotated(list(PER_ROW), r):
+            table, _, update = PER_ROW[name]
+            server.sql(f"VACUUM {table}")
+            plan = server.explain(update)
+            trigger = plan["Triggers"][0]
+            times[name].append(trigger["Time"] * 1000.0 / trigger["Calls"])  # µs per row
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def whole_table_times(server, rounds):
+    times = {name: [] for name in WHOLE_TABLE}
+    for r in range(rounds):
+        for name in rotated(list(WHOLE_TABLE), r):
+            table, _, update = WHOLE_TABLE[name]
+            server.sql(f"VACUUM {table}")
+            server.sql("CHECKPOINT")
+            times[name].append(server.explain(update, timing=False)["Execution Time"])  # ms
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def pgbench_tps(server, rows, clients, seconds, rounds):
+    tps = {name: [] for name in PGBENCH}
+    with tempfile.TemporaryDirectory() as scripts:
+        files = {}
+        for name, (table, _, update) in PGBENCH.items():
+            files[name] = os.path.join(scripts, f"{table}.sql")
+            with open(files[name], "w") as f:
+                f.write(f"\\set id random(1, {rows})\n"
+                        f"SELECT version AS v FROM {table} WHERE id = :id \\gset\n"
+                        f"{update}\n")
+        for r in range(rounds):
+            for name in rotated(list(PGBENCH), r):
+                server.sql(f"VACUUM {PGBENCH[name][0]}")
+                out = subprocess.run(
+                    [os.path.join(server.args.bindir, "pgbench"), *server.base[1:], "-n",
+                     "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds),
+                     "--max-tries=10", "-f", files[name], server.args.dbname],
+                    check=True, capture_output=True, text=True).stdout
+                tps[name].append(float(re.search(r"tps = ([0-9.]+)", out).group(1)))
+    return {name: statistics.median(values) for name, values in tps.items()}
+
+
+def print_table(title, figures, unit, baseline, fmt):
+    print(f"\n{title}")
+    width = max(len(name) for name in figures)
+    for name, value in figures.items():
+        print(f"  {name:<{width}}  {fmt.format(value):>10} {unit:<5} {value / figures[baseline]:6.2f}x")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", required=True, help="socket directory of the server")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--bindir", default="/usr/lib/postgresql/15/bin")
+    parser.add_argument("--dbname", default="rowversion_bench")
+    parser.add_argument("--rows", type=int, default=100_000, help="rows for the per-row and pgbench tables")
+    parser.add_argument("--big-rows", type=int, default=1_000_000, help="rows for the whole-table UPDATE")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=int, default=10, help="length of one pgbench run")
+    args = parser.parse_args()
+
+    server = Server(args)
+    server.sql(f"DROP DATABASE IF EXISTS {args.dbname}", db="postgres")
+    server.sql(f"CREATE DATABASE {args.dbname}", db="postgres")
+    server.sql("CREATE EXTENSION pg_rowversion")
+    server.sql("CREATE EXTENSION moddatetime")
+    server.sql(PLPGSQL_TRIGGER)
+    create_tables(server, PER_ROW, args.rows)
+    create_tables(server, WHOLE_TABLE, args.big_rows)
+    create_tables(server, PGBENCH, args.rows)
+    print(f"Postgres: {server.sql('SHOW server_version')}; "
+          f"rounds: {args.rounds}, interleaved; medians shown")
+
+    per_row = per_row_trigger_times(server, args.rounds)
+    print_table(f"Per-row trigger time, EXPLAIN ANALYZE of an UPDATE of {args.rows} rows",
+                per_row, "µs", "moddatetime (C, contrib)", "{:.3f}")
+    whole = whole_table_times(server, args.rounds)
+    print_table(f"UPDATE ... SET balance = balance + 1 of {args.big_rows} rows, execution time",
+                whole, "ms", "no trigger, SET version = version + 1", "{:.0f}")
+    tps = pgbench_tps(server, args.rows, args.clients, args.seconds, args.rounds)
+    print_table(f"pgbench single-row checked update, {args.clients} clients, {args.seconds} s runs",
+                tps, "tps", "hand-written WHERE id AND version", "{:.0f}")
+
+    print("\nTargets (issue: a trigger as cheap as a hand-written C trigger)")
+    checks = [
+        ("per-row lenient <= moddatetime",
+         per_row["pg_rowversion lenient"] / per_row["moddatetime (C, contrib)"], 1.0, "<="),
+        ("whole-table UPDATE <= 1.10x no trigger",
+         whole["pg_rowversion lenient"] / whole["no trigger, SET version = version + 1"], 1.10, "<="),
+        ("pgbench >= 0.97x hand-written",
+         tps["pg_rowversion, SET version = :v"] / tps["hand-written WHERE id AND version"], 0.97, ">="),
+    ]
+    for label, ratio, target, op in checks:
+        met = ratio <= target if op == "<=" else ratio >= target
+        print(f"  {label:<40} {ratio:5.2f}x  {'met' if met else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,715 @@
+//! Checked updates and deletes as SQL functions, for clients that would rather call a
+//! function than hand-write `UPDATE ... WHERE id = ? AND version = ?` and check the row count:
+//! `rowversion.update`, `try_update`, `delete`, `current_version` and `update_many`, declared
+//! in `sql/checked.sql`.
+//!
+//! Each runs one statement with the caller's privileges, built with quoted identifiers and
+//! run with the key, the changes and the version as parameters. Values are converted by
+//! `jsonb_populate_record` on the table's row type, so they follow Postgres' own JSON-to-column
+//! rules. Statements are prepared once per table and column set and kept for the session,
+//! until the table's definition changes (a relcache invalidation).
+//!
+//! The version check is in the statement's WHERE clause; when it matches no row, a second
+//! look tells a missing row (`P0002`) from a stale version, which is reported as the same
+//! `40001` conflict the trigger raises, error fields included. The functions are plain V1 C
+//! functions so that this error leaves through Postgres' `errfinish` with those fields intact.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::spi::{quote_identifier, quote_qualified_identifier, OwnedPreparedStatement};
+use pgrx::{JsonB, PgOid, PgRelation, PgSqlErrorCode};
+use serde_json::Value;
+
+use crate::report::raise_on_column;
+use crate::trigger::{describe_key, TriggerError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckedError {
+    #[error("{0} must not be NULL")]
+    NullArgument(&'static str),
+    #[error("relation with OID {0} does not exist")]
+    NoSuchRelation(u32),
+    #[error("table \"{0}\" is not versioned")]
+    NotVersioned(String),
+    #[error("versioning of table \"{0}\" is disabled")]
+    VersioningDisabled(String),
+    #[error("table \"{0}\" has no primary key")]
+    NoPrimaryKey(String),
+    #[error("{0} must be a JSON object")]
+    NotAnObject(&'static str),
+    #[error("key does not match the primary key of table \"{table}\"")]
+    KeyMismatch { table: String, missing: Vec<String>, extra: Vec<String>, primary_key: Vec<String> },
+    #[error("column \"{column}\" of table \"{table}\" does not exist")]
+    UnknownColumn { table: String, column: String },
+    #[error("changes must not set {kind} column \"{column}\" of table \"{table}\"")]
+    SystemSetColumn { table: String, column: String, kind: &'static str },
+    #[error("no row in table \"{table}\" has key {key}")]
+    NoSuchRow { table: String, key: String },
+    #[error("rows[{index}]: {problem}")]
+    BadRow { index: usize, problem: &'static str },
+    #[error("row version conflict on table \"{table}\"")]
+    Conflict { relid: pg_sys::Oid, attnum: i16, table: String, key: Option<String>, expected: i64, found: i64 },
+    #[error("internal query failed: {0}")]
+    Spi(#[from] pgrx::spi::SpiError),
+}
+
+impl CheckedError {
+    fn sqlstate(&self) -> PgSqlErrorCode {
+        match self {
+            Self::NullArgument(_) => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            Self::NoSuchRelation(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            Self::NotVersioned(_) | Self::VersioningDisabled(_) | Self::NoPrimaryKey(_) => {
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
+            Self::NotAnObject(_) | Self::KeyMismatch { .. } | Self::BadRow { .. } => {
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+            }
+            Self::UnknownColumn { .. } => PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+            Self::SystemSetColumn { .. } => PgSqlErrorCode::ERRCODE_GENERATED_ALWAYS,
+            Self::NoSuchRow { .. } => PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
+            Self::Conflict { .. } => PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+            Self::Spi(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        }
+    }
+
+    fn detail(&self) -> Option<String> {
+        let names = |columns: &[String]| {
+            columns.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ")
+        };
+        match self {
+            Self::KeyMismatch { missing, extra, primary_key, .. } => {
+                let mut detail = String::new();
+                if !missing.is_empty() {
+                    detail.push_str(&format!("Missing: {}. ", names(missing)));
+                }
+                if !extra.is_empty() {
+                    detail.push_str(&format!("Not in the primary key: {}. ", names(extra)));
+                }
+                detail.push_str(&format!("The primary key is ({}).", names(primary_key)));
+                Some(detail)
+            }
+            Self::NoPrimaryKey(_) => Some("Checked updates find rows by their primary key.".into()),
+            _ => None,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            Self::NotVersioned(table) => {
+                Some(format!("Enable it with: SELECT rowversion.enable('{table}');"))
+            }
+            Self::VersioningDisabled(_) => {
+                Some("Re-enable the trigger with ALTER TABLE ... ENABLE TRIGGER rowversion.".into())
+            }
+            Self::SystemSetColumn { kind: "version", .. } => Some(
+                "The version moves by itself: pass the version you read as expected_version.".into(),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Raises this error. A conflict goes out as the trigger's conflict, with its fields.
+    fn raise(self) -> ! {
+        if let Self::Conflict { relid, attnum, table, key, expected, found } = self {
+            let report = TriggerError::Conflict { table, key, expected, found }.into_report();
+            // SAFETY: the table was just updated through, so it exists and is locked; this
+            // frame holds nothing that needs dropping (report is consumed).
+            unsafe {
+                let rel = pg_sys::relation_open(relid, pg_sys::NoLock as pg_sys::LOCKMODE);
+                raise_on_column(rel, attnum, report)
+            }
+        }
+        let mut report = ErrorReport::new(self.sqlstate(), self.to_string(), "rowversion");
+        if let Some(detail) = self.detail() {
+            report = report.set_detail(detail);
+        }
+        if let Some(hint) = self.hint() {
+            report = report.set_hint(hint);
+        }
+        report.report(PgLogLevel::ERROR);
+        unreachable!("ERROR returned")
+    }
+}
+
+type Result<T> = std::result::Result<T, CheckedError>;
+
+/// What checked statements need to know about a versioned table.
+struct Table {
+    display: String,
+    quoted: String,
+    version_column: String,
+    version_attnum: i16,
+    enabled: bool,
+    primary_key: Vec<String>,
+    /// Every column, and whether it is generated.
+    columns: HashMap<String, bool>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Statement {
+    /// UPDATE of these columns (sorted) and the version.
+    Update(Vec<String>),
+    Delete,
+    /// The current version of a row, and its key as a row of the table's type.
+    Probe,
+}
+
+struct CachedTable {
+    table: Rc<Table>,
+    statements: HashMap<Statement, Rc<OwnedPreparedStatement>>,
+}
+
+/// Relations whose cached statements must be rebuilt; `None` means all of them.
+enum Stale {
+    Some(HashSet<pg_sys::Oid>),
+    All,
+}
+
+thread_local! {
+    static TABLES: RefCell<HashMap<pg_sys::Oid, CachedTable>> = RefCell::new(HashMap::new());
+    /// Written by the relcache callback, which must not free plans or touch `TABLES` (it can
+    /// run while `TABLES` is borrowed, inside any catalog access).
+    static STALE: RefCell<Stale> = RefCell::new(Stale::Some(HashSet::new()));
+}
+
+/// Called from the relcache invalidation callback.
+pub fn forget(relid: pg_sys::Oid) {
+    STALE.with_borrow_mut(|stale| match stale {
+        Stale::All => {}
+        Stale::Some(_) if relid == pg_sys::InvalidOid => *stale = Stale::All,
+        Stale::Some(relids) => {
+            relids.insert(relid);
+        }
+    });
+}
+
+/// Drops cache entries that were invalidated since the last call.
+fn drop_stale() {
+    let stale = STALE.with_borrow_mut(|stale| std::mem::replace(stale, Stale::Some(HashSet::new())));
+    TABLES.with_borrow_mut(|tables| match stale {
+        Stale::All => tables.clear(),
+        Stale::Some(relids) => relids.iter().for_each(|relid| {
+            tables.remove(relid);
+        }),
+    });
+}
+
+fn table(relid: pg_sys::Oid) -> Result<Rc<Table>> {
+    drop_stale();
+    if let Some(table) = TABLES.with_borrow(|tables| tables.get(&relid).map(|t| t.table.clone())) {
+        return Ok(table);
+    }
+    let table = Rc::new(load_table(relid)?);
+    TABLES.with_borrow_mut(|tables| {
+        tables.insert(relid, CachedTable { table: table.clone(), statements: HashMap::new() })
+    });
+    Ok(table)
+}
+
+fn load_table(relid: pg_sys::Oid) -> Result<Table> {
+    Spi::connect(|client| {
+        let row = client
+            .select(
+                "SELECT n.nspname::text, c.relname::text
+                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                 WHERE c.oid = $1",
+                Some(1),
+                &[relid.into()],
+            )?
+            .first();
+        if row.is_empty() {
+            return Err(CheckedError::NoSuchRelation(relid.to_u32()));
+        }
+        let (schema, name) = row.get_two::<String, String>()?;
+        let (schema, name) = (schema.unwrap_or_default(), name.unwrap_or_default());
+        let display = format!("{schema}.{name}");
+
+        let trigger = client
+            .select(
+                "SELECT a.attname::text, a.attnum, t.tgenabled IN ('O', 'A')
+                 FROM pg_catalog.pg_trigger t
+                 JOIN pg_catalog.pg_depend d
+                   ON d.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass AND d.objid = t.oid
+                  AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                  AND d.refobjid = t.tgrelid AND d.refobjsubid > 0
+                 JOIN pg_catalog.pg_attribute a ON a.attrelid = t.tgrelid AND a.attnum = d.refobjsubid
+                 WHERE t.tgrelid = $1
+                   AND t.tgfoid = 'rowversion.version_trigger()'::pg_catalog.regprocedure",
+                Some(1),
+                &[relid.into()],
+            )?
+            .first();
+        if trigger.is_empty() {
+            return Err(CheckedError::NotVersioned(display));
+        }
+        let (version_column, version_attnum, enabled) = trigger.get_three::<String, i16, bool>()?;
+
+        let primary_key = client
+            .select(
+                "SELECT a.attname::text
+                 FROM pg_catalog.pg_index i
+                 JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+                 WHERE i.indrelid = $1 AND i.indisprimary
+                 ORDER BY pg_catalog.array_position(i.indkey::int2[], a.attnum)",
+                None,
+                &[relid.into()],
+            )?
+            .map(|row| row.get::<String>(1).map(Option::unwrap_or_default))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        if primary_key.is_empty() {
+            return Err(CheckedError::NoPrimaryKey(display));
+        }
+        let columns = client
+            .select(
+                "SELECT attname::text, attgenerated <> ''
+                 FROM pg_catalog.pg_attribute
+                 WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
+                None,
+                &[relid.into()],
+            )?
+            .map(|row| Ok((row.get::<String>(1)?.unwrap_or_default(), row.get::<bool>(2)?.unwrap_or(false))))
+            .collect::<std::result::Result<HashMap<_, _>, pgrx::spi::SpiError>>()?;
+        Ok(Table {
+            display,
+            quoted: quote_qualified_identifier(&schema, &name),
+            version_column: version_column.unwrap_or_default(),
+            version_attnum: version_attnum.unwrap_or_default(),
+            enabled: enabled.unwrap_or(false),
+            primary_key,
+            columns,
+        })
+    })
+}
+
+impl Table {
+    fn check_usable(&self) -> Result<()> {
+        if self.enabled {
+            Ok(())
+        } else {
+            Err(CheckedError::VersioningDisabled(self.display.clone()))
+        }
+    }
+
+    fn check_key(&self, key: &Value) -> Result<()> {
+        let Value::Object(fields) = key else {
+            return Err(CheckedError::NotAnObject("key"));
+        };
+        let missing: Vec<String> =
+            self.primary_key.iter().filter(|c| !fields.contains_key(*c)).cloned().collect();
+        let extra: Vec<String> =
+            fields.keys().filter(|k| !self.primary_key.contains(k)).cloned().collect();
+        if missing.is_empty() && extra.is_empty() {
+            return Ok(());
+        }
+        Err(CheckedError::KeyMismatch {
+            table: self.display.clone(),
+            missing,
+            extra,
+            primary_key: self.primary_key.clone(),
+        })
+    }
+
+    /// The columns `changes` sets, sorted, once checked.
+    fn changed_columns(&self, changes: &Value) -> Result<Vec<String>> {
+        let Value::Object(fields) = changes else {
+            return Err(CheckedError::NotAnObject("changes"));
+        };
+        let mut columns = Vec::with_capacity(fields.len());
+        for column in fields.keys() {
+            let kind = match self.columns.get(column) {
+                None => {
+                    return Err(CheckedError::UnknownColumn {
+                        table: self.display.clone(),
+                        column: column.clone(),
+                    })
+                }
+                Some(_) if *column == self.version_column => Some("version"),
+                Some(true) => Some("generated"),
+                Some(false) => None,
+            };
+            if let Some(kind) = kind {
+                return Err(CheckedError::SystemSetColumn {
+                    table: self.display.clone(),
+                    column: column.clone(),
+                    kind,
+                });
+            }
+            columns.push(column.clone());
+        }
+        columns.sort();
+        Ok(columns)
+    }
+
+    fn key_join(&self) -> String {
+        self.primary_key
+            .iter()
+            .map(|c| format!("t.{c} = k.{c}", c = quote_identifier(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    /// SQL text and parameter types of a statement on this table.
+    fn sql(&self, statement: &Statement) -> (String, Vec<PgOid>) {
+        let (t, v, keys) = (&self.quoted, quote_identifier(&self.version_column), self.key_join());
+        let jsonb = PgOid::BuiltIn(pg_sys::BuiltinOid::JSONBOID);
+        let int8 = PgOid::BuiltIn(pg_sys::BuiltinOid::INT8OID);
+        match statement {
+            Statement::Update(columns) => {
+                let set = columns
+                    .iter()
+                    .map(|c| format!("{c} = r.{c}, ", c = quote_identifier(c)))
+                    .collect::<String>();
+                (
+                    format!(
+                        "UPDATE {t} AS t SET {set}{v} = $3
+                         FROM pg_catalog.jsonb_populate_record(NULL::{t}, $2) AS r,
+                              pg_catalog.jsonb_populate_record(NULL::{t}, $1) AS k
+                         WHERE {keys} AND t.{v} = $3
+                         RETURNING t.{v}::pg_catalog.int8"
+                    ),
+                    vec![jsonb, jsonb, int8],
+                )
+            }
+            Statement::Delete => (
+                format!(
+                    "DELETE FROM {t} AS t USING pg_catalog.jsonb_populate_record(NULL::{t}, $1) AS k
+                     WHERE {keys} AND t.{v} = $2
+                     RETURNING 1"
+                ),
+                vec![jsonb, int8],
+            ),
+            Statement::Probe => (
+                format!(
+                    "SELECT t.{v}::pg_catalog.int8, k
+                     FROM {t} AS t, pg_catalog.jsonb_populate_record(NULL::{t}, $1) AS k
+                     WHERE {keys}"
+                ),
+                vec![jsonb],
+            ),
+        }
+    }
+}
+
+/// The prepared statement for `statement` on `relid`, prepared on first use.
+fn prepared(relid: pg_sys::Oid, table: &Table, statement: Statement) -> Result<Rc<OwnedPreparedStatement>> {
+    let cached = TABLES.with_borrow(|tables| {
+        tables.get(&relid).and_then(|t| t.statements.get(&statement).cloned())
+    });
+    if let Some(plan) = cached {
+        return Ok(plan);
+    }
+    let (sql, types) = table.sql(&statement);
+    let plan = Rc::new(Spi::connect(|client| client.prepare_mut(sql.as_str(), &types).map(|p| p.keep()))?);
+    TABLES.with_borrow_mut(|tables| {
+        if let Some(cached) = tables.get_mut(&relid) {
+            cached.statements.insert(statement, plan.clone());
+        }
+    });
+    Ok(plan)
+}
+
+/// A jsonb argument, both parsed (to check it) and as the Datum handed to the statement.
+struct JsonArg {
+    value: Value,
+    datum: pg_sys::Datum,
+}
+
+impl JsonArg {
+    fn from_datum(datum: pg_sys::Datum) -> Self {
+        // SAFETY: the datum is a non-NULL jsonb argument of this call.
+        let value = unsafe { JsonB::from_datum(datum, false) }.map(|j| j.0).unwrap_or(Value::Null);
+        Self { value, datum }
+    }
+
+    fn from_value(value: Value) -> Self {
+        let datum = JsonB(value.clone()).into_datum().expect("jsonb is never NULL here");
+        Self { value, datum }
+    }
+
+    fn arg(&self) -> DatumWithOid<'static> {
+        // SAFETY: `datum` is a jsonb datum that lives for the rest of this call.
+        unsafe { DatumWithOid::new(self.datum, pg_sys::JSONBOID) }
+    }
+}
+
+/// The outcome of a checked statement.
+enum Checked {
+    Applied(i64),
+    Conflict { found: i64, key: Option<String> },
+    Missing,
+}
+
+fn checked_update(relid: pg_sys::Oid, key: &JsonArg, expected: i64, changes: &JsonArg) -> Result<(Rc<Table>, Checked)> {
+    let table = table(relid)?;
+    table.check_usable()?;
+    table.check_key(&key.value)?;
+    let columns = table.changed_columns(&changes.value)?;
+    let plan = prepared(relid, &table, Statement::Update(columns))?;
+    let updated = Spi::connect_mut(|client| {
+        let rows = client.update(&*plan, Some(1), &[key.arg(), changes.arg(), expected.into()])?;
+        if rows.is_empty() {
+            Ok(None)
+        } else {
+            rows.first().get_one::<i64>()
+        }
+    })?;
+    let outcome = match updated {
+        Some(version) => Checked::Applied(version),
+        None => why_not(relid, &table, key, expected)?,
+    };
+    Ok((table, outcome))
+}
+
+fn checked_delete(relid: pg_sys::Oid, key: &JsonArg, expected: i64) -> Result<(Rc<Table>, Checked)> {
+    let table = table(relid)?;
+    table.check_usable()?;
+    table.check_key(&key.value)?;
+    let plan = prepared(relid, &table, Statement::Delete)?;
+    let deleted = Spi::connect_mut(|client| {
+        client.update(&*plan, Some(1), &[key.arg(), expected.into()]).map(|rows| !rows.is_empty())
+    })?;
+    let outcome = if deleted { Checked::Applied(expected) } else { why_not(relid, &table, key, expected)? };
+    Ok((table, outcome))
+}
+
+/// After a checked statement matched no row: is the row missing, or at another version?
+fn why_not(relid: pg_sys::Oid, table: &Table, key: &JsonArg, expected: i64) -> Result<Checked> {
+    let plan = prepared(relid, table, Statement::Probe)?;
+    Spi::connect(|client| {
+        let rows = client.select(&*plan, Some(1), &[key.arg()])?;
+        if rows.is_empty() {
+            return Ok(Checked::Missing);
+        }
+        let row = rows.first();
+        let found = row.get::<i64>(1)?.unwrap_or(0);
+        if found == expected {
+            // Visible to SELECT but not to UPDATE/DELETE (row-level security): as a plain
+            // statement would, treat it as no row.
+            return Ok(Checked::Missing);
+        }
+        let key_row = row.get_datum_by_ordinal(2)?;
+        // SAFETY: column 2 is a row of the table's own type, so the table's descriptor reads
+        // its key columns; the relation is open for the duration of the call.
+        let key = key_row.and_then(|datum| unsafe {
+            let relation = PgRelation::with_lock(relid, pg_sys::NoLock as pg_sys::LOCKMODE);
+            let header = pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) as pg_sys::HeapTupleHeader;
+            let mut tuple = pg_sys::HeapTupleData {
+                t_len: pgrx::varlena::varsize(header.cast()) as u32,
+                t_data: header,
+                ..Default::default()
+            };
+            describe_key(relation.as_ptr(), &mut tuple)
+        });
+        Ok(Checked::Conflict { found, key })
+    })
+}
+
+fn current(relid: pg_sys::Oid, key: &JsonArg) -> Result<Option<i64>> {
+    let table = table(relid)?;
+    table.check_key(&key.value)?;
+    let plan = prepared(relid, &table, Statement::Probe)?;
+    Ok(Spi::connect(|client| {
+        let rows = client.select(&*plan, Some(1), &[key.arg()])?;
+        if rows.is_empty() {
+            Ok(None)
+        } else {
+            rows.first().get::<i64>(1)
+        }
+    })?)
+}
+
+/// Turns a missing row or a conflict into the error `update`/`delete` raise.
+fn require_applied(relid: pg_sys::Oid, table: &Table, key: &JsonArg, expected: i64, outcome: Checked) -> Result<i64> {
+    match outcome {
+        Checked::Applied(version) => Ok(version),
+        Checked::Missing => Err(CheckedError::NoSuchRow { table: table.display.clone(), key: key.value.to_string() }),
+        Checked::Conflict { found, key } => Err(CheckedError::Conflict {
+            relid,
+            attnum: table.version_attnum,
+            table: table.display.clone(),
+            key,
+            expected,
+            found,
+        }),
+    }
+}
+
+fn update_many(relid: pg_sys::Oid, rows: &Value) -> Result<i64> {
+    let Value::Array(rows) = rows else {
+        return Err(CheckedError::NotAnObject("rows (an array of objects)"));
+    };
+    let mut updated = 0;
+    for (index, row) in rows.iter().enumerate() {
+        let bad = |problem| CheckedError::BadRow { index, problem };
+        let Value::Object(row) = row else {
+            return Err(bad("each row must be an object with \"key\", \"version\" and \"changes\""));
+        };
+        let key = row.get("key").filter(|k| k.is_object()).ok_or_else(|| bad("\"key\" must be an object"))?;
+        let expected = row.get("version").and_then(Value::as_i64).ok_or_else(|| bad("\"version\" must be an integer"))?;
+        let changes = row.get("changes").filter(|c| c.is_object()).ok_or_else(|| bad("\"changes\" must be an object"))?;
+        let key = JsonArg::from_value(key.clone());
+        let (table, outcome) = checked_update(relid, &key, expected, &JsonArg::from_value(changes.clone()))?;
+        require_applied(relid, &table, &key, expected, outcome)?;
+        updated += 1;
+    }
+    Ok(updated)
+}
+
+/// The arguments of a V1 call; `None` for SQL NULL.
+unsafe fn args(fcinfo: pg_sys::FunctionCallInfo) -> Vec<Option<pg_sys::Datum>> {
+    // SAFETY: Postgres passes `nargs` arguments.
+    unsafe {
+        let args = (*fcinfo).args.as_slice((*fcinfo).nargs as usize);
+        args.iter().map(|a| (!a.isnull).then_some(a.value)).collect()
+    }
+}
+
+fn required(arg: Option<pg_sys::Datum>, name: &'static str) -> Result<pg_sys::Datum> {
+    arg.ok_or(CheckedError::NullArgument(name))
+}
+
+fn relid(arg: Option<pg_sys::Datum>) -> Result<pg_sys::Oid> {
+    required(arg, "rel").map(|d| pg_sys::Oid::from(d.value() as u32))
+}
+
+/// Runs `body` and returns its Datum, or raises its error once every value `body` owned has
+/// been dropped: a conflict leaves through `errfinish`, skipping this frame.
+unsafe fn finish(fcinfo: pg_sys::FunctionCallInfo, body: impl FnOnce(Vec<Option<pg_sys::Datum>>) -> Result<Option<pg_sys::Datum>>) -> pg_sys::Datum {
+    // SAFETY: forwarded from the V1 caller.
+    let outcome = body(unsafe { args(fcinfo) });
+    match outcome {
+        Ok(Some(datum)) => datum,
+        Ok(None) => {
+            // SAFETY: a V1 function signals SQL NULL through fcinfo.
+            unsafe { (*fcinfo).isnull = true };
+            pg_sys::Datum::from(0)
+        }
+        Err(error) => error.raise(),
+    }
+}
+
+macro_rules! v1_function_info {
+    ($($finfo:ident),*) => {$(
+        #[unsafe(no_mangle)]
+        #[doc(hidden)]
+        pub extern "C" fn $finfo() -> &'static pg_sys::Pg_finfo_record {
+            const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+            &V1_API
+        }
+    )*};
+}
+v1_function_info!(
+    pg_finfo_rowversion_update,
+    pg_finfo_rowversion_try_update,
+    pg_finfo_rowversion_delete,
+    pg_finfo_rowversion_current_version,
+    pg_finfo_rowversion_update_many
+);
+
+/// `rowversion.update(rel regclass, key jsonb, expected_version bigint, changes jsonb) RETURNS bigint`
+///
+/// # Safety
+/// Called by Postgres through the V1 calling convention.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn rowversion_update(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: a V1 call.
+    unsafe {
+        finish(fcinfo, |args| {
+            let relid = relid(args[0])?;
+            let key = JsonArg::from_datum(required(args[1], "key")?);
+            let expected = required(args[2], "expected_version")?.value() as i64;
+            let changes = JsonArg::from_datum(required(args[3], "changes")?);
+            let (table, outcome) = checked_update(relid, &key, expected, &changes)?;
+            require_applied(relid, &table, &key, expected, outcome).map(|v| Some(v.into()))
+        })
+    }
+}
+
+/// `rowversion.try_update(...) RETURNS TABLE(applied boolean, version bigint)`
+///
+/// # Safety
+/// Called by Postgres through the V1 calling convention.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn rowversion_try_update(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: a V1 call; the result row is formed with the function's declared result type.
+    unsafe {
+        finish(fcinfo, |args| {
+            let relid = relid(args[0])?;
+            let key = JsonArg::from_datum(required(args[1], "key")?);
+            let expected = required(args[2], "expected_version")?.value() as i64;
+            let changes = JsonArg::from_datum(required(args[3], "changes")?);
+            let (applied, version) = match checked_update(relid, &key, expected, &changes)?.1 {
+                Checked::Applied(version) => (true, Some(version)),
+                Checked::Conflict { found, .. } => (false, Some(found)),
+                Checked::Missing => (false, None),
+            };
+            let mut tupdesc: pg_sys::TupleDesc = std::ptr::null_mut();
+            pg_sys::get_call_result_type(fcinfo, std::ptr::null_mut(), &mut tupdesc);
+            let tupdesc = pg_sys::BlessTupleDesc(tupdesc);
+            let mut values = [applied.into(), pg_sys::Datum::from(version.unwrap_or(0))];
+            let mut nulls = [false, version.is_none()];
+            let tuple = pg_sys::heap_form_tuple(tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            Ok(Some(pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data)))
+        })
+    }
+}
+
+/// `rowversion.delete(rel regclass, key jsonb, expected_version bigint) RETURNS void`
+///
+/// # Safety
+/// Called by Postgres through the V1 calling convention.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn rowversion_delete(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: a V1 call.
+    unsafe {
+        finish(fcinfo, |args| {
+            let relid = relid(args[0])?;
+            let key = JsonArg::from_datum(required(args[1], "key")?);
+            let expected = required(args[2], "expected_version")?.value() as i64;
+            let (table, outcome) = checked_delete(relid, &key, expected)?;
+            require_applied(relid, &table, &key, expected, outcome).map(|_| Some(pg_sys::Datum::from(0)))
+        })
+    }
+}
+
+/// `rowversion.current_version(rel regclass, key jsonb) RETURNS bigint`: NULL when no row.
+///
+/// # Safety
+/// Called by Postgres through the V1 calling convention.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn rowversion_current_version(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: a V1 call.
+    unsafe {
+        finish(fcinfo, |args| {
+            let relid = relid(args[0])?;
+            let key = JsonArg::from_datum(required(args[1], "key")?);
+            Ok(current(relid, &key)?.map(pg_sys::Datum::from))
+        })
+    }
+}
+
+/// `rowversion.update_many(rel regclass, rows jsonb) RETURNS bigint`
+///
+/// # Safety
+/// Called by Postgres through the V1 calling convention.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn rowversion_update_many(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: a V1 call.
+    unsafe {
+        finish(fcinfo, |args| {
+            let relid = relid(args[0])?;
+            let rows = JsonArg::from_datum(required(args[1], "rows")?);
+            update_many(relid, &rows.value).map(|n| Some(n.into()))
+        })
+    }
+}
