@@ -345,30 +345,39 @@ impl Table {
         Ok(columns)
     }
 
-    fn key_join(&self) -> String {
+    /// `t.pk = (jsonb_populate_record(NULL::table, $1)).pk AND ...`: an index condition whose
+    /// right side is computed once per execution, so the plan is a plain primary-key lookup.
+    fn key_condition(&self) -> String {
         self.primary_key
             .iter()
-            .map(|c| format!("t.{c} = k.{c}", c = quote_identifier(c)))
+            .map(|c| {
+                let c = quote_identifier(c);
+                format!("t.{c} = (pg_catalog.jsonb_populate_record(NULL::{}, $1)).{c}", self.quoted)
+            })
             .collect::<Vec<_>>()
             .join(" AND ")
     }
 
-    /// SQL text and parameter types of a statement on this table.
+    /// SQL text and parameter types of a statement on this table. Values are converted with
+    /// `jsonb_populate_record` on the table's row type, in expressions rather than in a FROM
+    /// list: measured with callgrind, the joins to two function scans cost more to start
+    /// per execution than the whole hand-written UPDATE.
     fn sql(&self, statement: &Statement) -> (String, Vec<PgOid>) {
-        let (t, v, keys) = (&self.quoted, quote_identifier(&self.version_column), self.key_join());
+        let (t, v, keys) = (&self.quoted, quote_identifier(&self.version_column), self.key_condition());
         let jsonb = PgOid::BuiltIn(pg_sys::BuiltinOid::JSONBOID);
         let int8 = PgOid::BuiltIn(pg_sys::BuiltinOid::INT8OID);
         match statement {
             Statement::Update(columns) => {
                 let set = columns
                     .iter()
-                    .map(|c| format!("{c} = r.{c}, ", c = quote_identifier(c)))
+                    .map(|c| {
+                        let c = quote_identifier(c);
+                        format!("{c} = (pg_catalog.jsonb_populate_record(NULL::{t}, $2)).{c}, ")
+                    })
                     .collect::<String>();
                 (
                     format!(
                         "UPDATE {t} AS t SET {set}{v} = $3
-                         FROM pg_catalog.jsonb_populate_record(NULL::{t}, $2) AS r,
-                              pg_catalog.jsonb_populate_record(NULL::{t}, $1) AS k
                          WHERE {keys} AND t.{v} = $3
                          RETURNING t.{v}::pg_catalog.int8"
                     ),
@@ -376,18 +385,13 @@ impl Table {
                 )
             }
             Statement::Delete => (
-                format!(
-                    "DELETE FROM {t} AS t USING pg_catalog.jsonb_populate_record(NULL::{t}, $1) AS k
-                     WHERE {keys} AND t.{v} = $2
-                     RETURNING 1"
-                ),
+                format!("DELETE FROM {t} AS t WHERE {keys} AND t.{v} = $2 RETURNING 1"),
                 vec![jsonb, int8],
             ),
             Statement::Probe => (
                 format!(
-                    "SELECT t.{v}::pg_catalog.int8, k
-                     FROM {t} AS t, pg_catalog.jsonb_populate_record(NULL::{t}, $1) AS k
-                     WHERE {keys}"
+                    "SELECT t.{v}::pg_catalog.int8, pg_catalog.jsonb_populate_record(NULL::{t}, $1)
+                     FROM {t} AS t WHERE {keys}"
                 ),
                 vec![jsonb],
             ),
