@@ -17,7 +17,9 @@ alike; the table shows medians and ratios. Three measurements:
    hand-written UPDATE ... SET version = version + 1 WHERE id = :id AND version = :v, without
    and with the built-in no-op trigger;
 4. pgbench on versioned tables: SELECT rowversion.update(...) against the hand-written
-   UPDATE ... SET balance = :b, version = :v WHERE id = :id AND version = :v.
+   UPDATE ... SET balance = :b, version = :v WHERE id = :id AND version = :v;
+5. rowversion.row_locks() against contrib's pgrowlocks on the whole-table UPDATE's table,
+   while another session holds one row FOR UPDATE.
 
 It prints figures and never fails on timing. Usage: see bench/run.
 """
@@ -204,6 +206,32 @@ def pgbench_tps(server, variants, rows, clients, seconds, rounds):
     return {name: statistics.median(values) for name, values in tps.items()}
 
 
+def row_lock_times(server, table, rows, rounds):
+    """Who holds a lock on one row: pgrowlocks (reads every row) against row_locks (reads the
+    row found through the primary key), while another session holds that row FOR UPDATE."""
+    target = rows // 2
+    holder = subprocess.Popen(
+        [os.path.join(server.args.bindir, "psql"), *server.base, "-d", server.args.dbname, "-q"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    holder.stdin.write(f"BEGIN;\nSELECT 1 FROM {table} WHERE id = {target} FOR UPDATE;\n")
+    holder.stdin.flush()
+    row_locks = f"SELECT * FROM rowversion.row_locks('{table}', jsonb_build_object('id', {target}))"
+    while server.sql(f"SELECT count(*) FROM ({row_locks}) l") != "1":
+        pass  # until the other session holds the lock
+    variants = {
+        "pgrowlocks (contrib, reads every row)": f"SELECT * FROM pgrowlocks('{table}')",
+        "rowversion.row_locks (primary key)": row_locks,
+    }
+    times = {name: [] for name in variants}
+    for r in range(rounds):
+        for name in rotated(list(variants), r):
+            times[name].append(server.explain(variants[name], timing=False)["Execution Time"])
+    holder.stdin.write("COMMIT;\n")
+    holder.stdin.close()
+    holder.wait()
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def print_table(title, figures, unit, baseline, fmt):
     print(f"\n{title}")
     width = max(len(name) for name in figures)
@@ -229,6 +257,7 @@ def main():
     server.sql(f"CREATE DATABASE {args.dbname}", db="postgres")
     server.sql("CREATE EXTENSION pg_rowversion")
     server.sql("CREATE EXTENSION moddatetime")
+    server.sql("CREATE EXTENSION pgrowlocks")
     server.sql(PLPGSQL_TRIGGER)
     create_tables(server, PER_ROW, args.rows)
     create_tables(server, WHOLE_TABLE, args.big_rows)
@@ -249,6 +278,10 @@ def main():
     checked = pgbench_tps(server, CHECKED, args.rows, args.clients, args.seconds, args.rounds)
     print_table(f"pgbench, versioned table: function call against hand-written UPDATE, {args.clients} clients",
                 checked, "tps", "hand-written UPDATE ... WHERE id AND version", "{:.0f}")
+
+    locks = row_lock_times(server, "bench_big_plain", args.big_rows, args.rounds)
+    print_table(f"Who holds one row of a {args.big_rows}-row table (another session holds it FOR UPDATE)",
+                locks, "ms", "pgrowlocks (contrib, reads every row)", "{:.3f}")
 
     print("\nTargets")
     checks = [

@@ -157,3 +157,12 @@ COMMENT ON VIEW rowversion.lock_summary IS
 'One row for on-call: how many sessions wait, the longest wait, and the root blocker holding up the most sessions, with what it runs';
 
 GRANT SELECT ON rowversion.lock_summary TO PUBLIC;
+
+-- src/diagnostics.rs
+CREATE FUNCTION rowversion.row_locks(rel regclass, key jsonb)
+RETURNS TABLE (locker xid, multixact xid, mode text, pids integer[], waiting_pids integer[])
+LANGUAGE c STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'row_locks_wrapper';
+
+COMMENT ON FUNCTION rowversion.row_locks(regclass, jsonb) IS
+'Who holds a lock on the row with this primary key right now (one row per locking transaction; multixact members each), and which sessions wait for it; requires SELECT on the table';

@@ -114,7 +114,7 @@ impl CheckedError {
     }
 
     /// Raises this error. A conflict goes out as the trigger's conflict, with its fields.
-    fn raise(self) -> ! {
+    pub fn raise(self) -> ! {
         if let Self::Conflict { relid, attnum, table, key, expected, found } = self {
             let report = TriggerError::Conflict { table, key, expected, found }.into_report();
             // SAFETY: the table was just updated through, so it exists and is locked; this
@@ -136,18 +136,23 @@ impl CheckedError {
     }
 }
 
-type Result<T> = std::result::Result<T, CheckedError>;
+pub type Result<T> = std::result::Result<T, CheckedError>;
 
-/// What checked statements need to know about a versioned table.
-struct Table {
-    display: String,
-    quoted: String,
-    version_column: String,
-    version_attnum: i16,
-    enabled: bool,
+/// What statements that find one row by its primary key need to know about a table.
+pub struct Table {
+    pub display: String,
+    pub quoted: String,
+    /// `None` when the table is not versioned.
+    versioning: Option<Versioning>,
     primary_key: Vec<String>,
     /// Every column, and whether it is generated.
     columns: HashMap<String, bool>,
+}
+
+struct Versioning {
+    column: String,
+    attnum: i16,
+    enabled: bool,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -199,7 +204,8 @@ fn drop_stale() {
     });
 }
 
-fn table(relid: pg_sys::Oid) -> Result<Rc<Table>> {
+/// The table, from the session's cache.
+pub fn table(relid: pg_sys::Oid) -> Result<Rc<Table>> {
     drop_stale();
     if let Some(table) = TABLES.with_borrow(|tables| tables.get(&relid).map(|t| t.table.clone())) {
         return Ok(table);
@@ -244,10 +250,16 @@ fn load_table(relid: pg_sys::Oid) -> Result<Table> {
                 &[relid.into()],
             )?
             .first();
-        if trigger.is_empty() {
-            return Err(CheckedError::NotVersioned(display));
-        }
-        let (version_column, version_attnum, enabled) = trigger.get_three::<String, i16, bool>()?;
+        let versioning = if trigger.is_empty() {
+            None
+        } else {
+            let (column, attnum, enabled) = trigger.get_three::<String, i16, bool>()?;
+            Some(Versioning {
+                column: column.unwrap_or_default(),
+                attnum: attnum.unwrap_or_default(),
+                enabled: enabled.unwrap_or(false),
+            })
+        };
 
         let primary_key = client
             .select(
@@ -261,9 +273,6 @@ fn load_table(relid: pg_sys::Oid) -> Result<Table> {
             )?
             .map(|row| row.get::<String>(1).map(Option::unwrap_or_default))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        if primary_key.is_empty() {
-            return Err(CheckedError::NoPrimaryKey(display));
-        }
         let columns = client
             .select(
                 "SELECT attname::text, attgenerated <> ''
@@ -277,9 +286,7 @@ fn load_table(relid: pg_sys::Oid) -> Result<Table> {
         Ok(Table {
             display,
             quoted: quote_qualified_identifier(&schema, &name),
-            version_column: version_column.unwrap_or_default(),
-            version_attnum: version_attnum.unwrap_or_default(),
-            enabled: enabled.unwrap_or(false),
+            versioning,
             primary_key,
             columns,
         })
@@ -287,15 +294,21 @@ fn load_table(relid: pg_sys::Oid) -> Result<Table> {
 }
 
 impl Table {
-    fn check_usable(&self) -> Result<()> {
-        if self.enabled {
-            Ok(())
-        } else {
-            Err(CheckedError::VersioningDisabled(self.display.clone()))
+    fn versioning(&self) -> Result<&Versioning> {
+        match &self.versioning {
+            None => Err(CheckedError::NotVersioned(self.display.clone())),
+            Some(versioning) if !versioning.enabled => {
+                Err(CheckedError::VersioningDisabled(self.display.clone()))
+            }
+            Some(versioning) => Ok(versioning),
         }
     }
 
-    fn check_key(&self, key: &Value) -> Result<()> {
+    /// Checks that `key` names exactly the primary key columns.
+    pub fn check_key(&self, key: &Value) -> Result<()> {
+        if self.primary_key.is_empty() {
+            return Err(CheckedError::NoPrimaryKey(self.display.clone()));
+        }
         let Value::Object(fields) = key else {
             return Err(CheckedError::NotAnObject("key"));
         };
@@ -328,7 +341,9 @@ impl Table {
                         column: column.clone(),
                     })
                 }
-                Some(_) if *column == self.version_column => Some("version"),
+                Some(_) if self.versioning.as_ref().is_some_and(|v| v.column == *column) => {
+                    Some("version")
+                }
                 Some(true) => Some("generated"),
                 Some(false) => None,
             };
@@ -347,7 +362,7 @@ impl Table {
 
     /// `t.pk = (jsonb_populate_record(NULL::table, $1)).pk AND ...`: an index condition whose
     /// right side is computed once per execution, so the plan is a plain primary-key lookup.
-    fn key_condition(&self) -> String {
+    pub fn key_condition(&self) -> String {
         self.primary_key
             .iter()
             .map(|c| {
@@ -363,7 +378,8 @@ impl Table {
     /// list: measured with callgrind, the joins to two function scans cost more to start
     /// per execution than the whole hand-written UPDATE.
     fn sql(&self, statement: &Statement) -> (String, Vec<PgOid>) {
-        let (t, v, keys) = (&self.quoted, quote_identifier(&self.version_column), self.key_condition());
+        let version_column = self.versioning.as_ref().map_or("", |v| v.column.as_str());
+        let (t, v, keys) = (&self.quoted, quote_identifier(version_column), self.key_condition());
         let jsonb = PgOid::BuiltIn(pg_sys::BuiltinOid::JSONBOID);
         let int8 = PgOid::BuiltIn(pg_sys::BuiltinOid::INT8OID);
         match statement {
@@ -418,24 +434,24 @@ fn prepared(relid: pg_sys::Oid, table: &Table, statement: Statement) -> Result<R
 }
 
 /// A jsonb argument, both parsed (to check it) and as the Datum handed to the statement.
-struct JsonArg {
-    value: Value,
+pub struct JsonArg {
+    pub value: Value,
     datum: pg_sys::Datum,
 }
 
 impl JsonArg {
-    fn from_datum(datum: pg_sys::Datum) -> Self {
+    pub fn from_datum(datum: pg_sys::Datum) -> Self {
         // SAFETY: the datum is a non-NULL jsonb argument of this call.
         let value = unsafe { JsonB::from_datum(datum, false) }.map(|j| j.0).unwrap_or(Value::Null);
         Self { value, datum }
     }
 
-    fn from_value(value: Value) -> Self {
+    pub fn from_value(value: Value) -> Self {
         let datum = JsonB(value.clone()).into_datum().expect("jsonb is never NULL here");
         Self { value, datum }
     }
 
-    fn arg(&self) -> DatumWithOid<'static> {
+    pub fn arg(&self) -> DatumWithOid<'static> {
         // SAFETY: `datum` is a jsonb datum that lives for the rest of this call.
         unsafe { DatumWithOid::new(self.datum, pg_sys::JSONBOID) }
     }
@@ -450,7 +466,7 @@ enum Checked {
 
 fn checked_update(relid: pg_sys::Oid, key: &JsonArg, expected: i64, changes: &JsonArg) -> Result<(Rc<Table>, Checked)> {
     let table = table(relid)?;
-    table.check_usable()?;
+    table.versioning()?;
     table.check_key(&key.value)?;
     let columns = table.changed_columns(&changes.value)?;
     let plan = prepared(relid, &table, Statement::Update(columns))?;
@@ -471,7 +487,7 @@ fn checked_update(relid: pg_sys::Oid, key: &JsonArg, expected: i64, changes: &Js
 
 fn checked_delete(relid: pg_sys::Oid, key: &JsonArg, expected: i64) -> Result<(Rc<Table>, Checked)> {
     let table = table(relid)?;
-    table.check_usable()?;
+    table.versioning()?;
     table.check_key(&key.value)?;
     let plan = prepared(relid, &table, Statement::Delete)?;
     let deleted = Spi::connect_mut(|client| {
@@ -515,6 +531,7 @@ fn why_not(relid: pg_sys::Oid, table: &Table, key: &JsonArg, expected: i64) -> R
 
 fn current(relid: pg_sys::Oid, key: &JsonArg) -> Result<Option<i64>> {
     let table = table(relid)?;
+    table.versioning()?;
     table.check_key(&key.value)?;
     let plan = prepared(relid, &table, Statement::Probe)?;
     Ok(Spi::connect(|client| {
@@ -534,7 +551,7 @@ fn require_applied(relid: pg_sys::Oid, table: &Table, key: &JsonArg, expected: i
         Checked::Missing => Err(CheckedError::NoSuchRow { table: table.display.clone(), key: key.value.to_string() }),
         Checked::Conflict { found, key } => Err(CheckedError::Conflict {
             relid,
-            attnum: table.version_attnum,
+            attnum: table.versioning()?.attnum,
             table: table.display.clone(),
             key,
             expected,

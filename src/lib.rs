@@ -8,12 +8,15 @@
 //! - [`enable`]: `rowversion.enable()` / `rowversion.disable()`, putting tables under version control;
 //! - [`trigger`]: the per-row trigger, the product's hot path;
 //! - [`checked`]: `rowversion.update()` and friends, checked writes as function calls;
+//! - [`diagnostics`]: `rowversion.row_locks()`, who holds a lock on one row (the other lock
+//!   diagnostics are SQL);
 //! - [`version_column`]: which column, type and mode a trigger works on, cached per session;
 //! - [`report`]: raising errors that carry schema, table and column fields.
 
 use pgrx::prelude::*;
 
 mod checked;
+mod diagnostics;
 mod enable;
 mod report;
 mod trigger;
@@ -25,6 +28,7 @@ extension_sql_file!("../sql/trigger.sql", name = "trigger_function");
 extension_sql_file!("../sql/enable.sql", name = "enable_functions");
 extension_sql_file!("../sql/tables.sql", name = "tables_view", requires = ["trigger_function"]);
 extension_sql_file!("../sql/checked.sql", name = "checked_functions");
+extension_sql_file!("../sql/diagnostics.sql", name = "diagnostics");
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

@@ -645,4 +645,42 @@ mod tests {
         assert_eq!(int(r#"SELECT rowversion.update('acc_parted', '{"id": 5}', 1, '{"balance": 1}')"#), 2);
         assert_eq!(error(r#"SELECT rowversion.update('acc_parted', '{"id": 5}', 1, '{}')"#).sqlstate, "40001");
     }
+
+    // ---- lock diagnostics ----
+
+    #[pg_test]
+    fn row_locks_requires_select_on_the_table() {
+        run("CREATE TABLE guarded (id int PRIMARY KEY)");
+        run("INSERT INTO guarded VALUES (1)");
+        run("CREATE ROLE rv_outsider");
+        run("SET LOCAL ROLE rv_outsider");
+        let e = error(r#"SELECT * FROM rowversion.row_locks('guarded', '{"id": 1}')"#);
+        run("RESET ROLE");
+        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("42501", "permission denied for table public.guarded"));
+    }
+
+    #[pg_test]
+    fn row_locks_checks_the_key_and_the_row() {
+        run("CREATE TABLE lockable (id int PRIMARY KEY, n int)");
+        run("INSERT INTO lockable VALUES (1, 0)");
+        assert_eq!(error(r#"SELECT * FROM rowversion.row_locks('lockable', '{"n": 1}')"#).sqlstate, "22023");
+        assert_eq!(error(r#"SELECT * FROM rowversion.row_locks('lockable', '{"id": 2}')"#).sqlstate, "P0002");
+        assert_eq!(int(r#"SELECT count(*) FROM rowversion.row_locks('lockable', '{"id": 1}')"#), 0);
+        run("SELECT * FROM lockable WHERE id = 1 FOR NO KEY UPDATE");
+        assert_eq!(
+            text(r#"SELECT mode || ' ' || (pids = ARRAY[pg_backend_pid()]) || ' ' || (locker = pg_current_xact_id()::xid) FROM rowversion.row_locks('lockable', '{"id": 1}')"#),
+            Some("For No Key Update true true".into()),
+            "the current transaction's own lock"
+        );
+    }
+
+    #[pg_test]
+    fn advisory_key_decodes_both_forms_of_the_key() {
+        run("SELECT pg_advisory_xact_lock(-2)");
+        run("SELECT pg_advisory_xact_lock(7, -3)");
+        assert_eq!(
+            text("SELECT string_agg(key || ' ' || key1 || ' ' || key2 || ' ' || taken_with, '; ' ORDER BY taken_with) FROM rowversion.advisory_locks() WHERE pid = pg_backend_pid()"),
+            Some("-2 -1 -2 bigint; 34359738365 7 -3 int4, int4".into())
+        );
+    }
 }

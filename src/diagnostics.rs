@@ -1,0 +1,212 @@
+//! `rowversion.row_locks(rel, key)`: who holds a lock on one row right now, and who waits for
+//! it. (`lock_tree()`, `advisory_locks()` and `lock_summary` are plain SQL, in
+//! `sql/diagnostics.sql`.)
+//!
+//! contrib's `pgrowlocks` reads the locker of every row of a table, so it costs a full scan.
+//! Here the row is found through its primary key by an ordinary SELECT (the caller's
+//! privileges and row-level security apply), and only that tuple's header is read, under a
+//! share lock on its buffer, as `pgrowlocks` reads each one: the cost of a primary-key lookup.
+//! Like `pgrowlocks`, it requires SELECT on the table.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::{JsonB, PgSqlErrorCode};
+
+use crate::checked::{self, CheckedError, JsonArg};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiagnosticsError {
+    #[error("permission denied for table {0}")]
+    PermissionDenied(String),
+    #[error(transparent)]
+    Key(#[from] CheckedError),
+}
+
+impl DiagnosticsError {
+    fn raise(self) -> ! {
+        match self {
+            Self::Key(error) => error.raise(),
+            Self::PermissionDenied(_) => {
+                ErrorReport::new(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, self.to_string(), "rowversion")
+                    .set_hint("row_locks() requires SELECT on the table, as pgrowlocks does.")
+                    .report(PgLogLevel::ERROR);
+                unreachable!("ERROR returned")
+            }
+        }
+    }
+}
+
+/// One transaction holding a lock on the row (or, for an update or delete in progress, about
+/// to replace it).
+struct Locker {
+    xid: pg_sys::TransactionId,
+    multixact: Option<pg_sys::TransactionId>,
+    mode: &'static str,
+}
+
+type RowLock = (
+    name!(locker, pg_sys::TransactionId),
+    name!(multixact, Option<pg_sys::TransactionId>),
+    name!(mode, String),
+    name!(pids, Vec<i32>),
+    name!(waiting_pids, Vec<i32>),
+);
+
+/// `rowversion.row_locks(rel regclass, key jsonb)`, declared in `sql/diagnostics.sql`.
+#[pg_extern(sql = false)]
+fn row_locks(
+    rel: pg_sys::Oid,
+    key: JsonB,
+) -> TableIterator<
+    'static,
+    (
+        name!(locker, pg_sys::TransactionId),
+        name!(multixact, Option<pg_sys::TransactionId>),
+        name!(mode, String),
+        name!(pids, Vec<i32>),
+        name!(waiting_pids, Vec<i32>),
+    ),
+> {
+    match locks_on_row(rel, JsonArg::from_value(key.0)) {
+        Ok(rows) => TableIterator::new(rows),
+        Err(error) => error.raise(),
+    }
+}
+
+fn locks_on_row(relid: pg_sys::Oid, key: JsonArg) -> Result<Vec<RowLock>, DiagnosticsError> {
+    let table = checked::table(relid)?;
+    // SAFETY: plain catalog check for the current user.
+    let allowed = unsafe { pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as pg_sys::AclMode) };
+    if allowed != pg_sys::AclResult::ACLCHECK_OK {
+        return Err(DiagnosticsError::PermissionDenied(table.display.clone()));
+    }
+    table.check_key(&key.value)?;
+
+    let (partition, block, offset) = Spi::connect(|client| {
+        let row = client
+            .select(
+                &format!(
+                    "SELECT t.tableoid, (t.ctid::text::point)[0]::bigint, (t.ctid::text::point)[1]::integer
+                     FROM {} AS t WHERE {}",
+                    table.quoted,
+                    table.key_condition()
+                ),
+                Some(1),
+                &[key.arg()],
+            )?
+            .first();
+        if row.is_empty() {
+            return Ok(None);
+        }
+        let (partition, block, offset) = row.get_three::<pg_sys::Oid, i64, i32>()?;
+        Ok::<_, pgrx::spi::SpiError>(Some((partition.unwrap_or_default(), block.unwrap_or(0), offset.unwrap_or(0))))
+    })
+    .map_err(CheckedError::from)?
+    .ok_or_else(|| CheckedError::NoSuchRow { table: table.display.clone(), key: key.value.to_string() })?;
+
+    // SAFETY: `partition` is the relation the row was just read from, and (block, offset) its
+    // tuple; the tuple header is read under a share lock on its pinned buffer.
+    let lockers = unsafe { lockers_of(partition, block as u32, offset as u16) };
+    if lockers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let locker_pids: Vec<Vec<i32>> = lockers
+        .iter()
+        // SAFETY: looks up the backend running a transaction id; 0 when none is.
+        .map(|l| Some(unsafe { pg_sys::BackendXidGetPid(l.xid) }).filter(|pid| *pid != 0).into_iter().collect())
+        .collect();
+    let all_pids: Vec<i32> = locker_pids.iter().flatten().copied().collect();
+    let waiting = Spi::get_one_with_args::<Vec<i32>>(
+        "SELECT coalesce(array_agg(DISTINCT l.pid ORDER BY l.pid), '{}')
+         FROM pg_catalog.pg_locks l
+         WHERE l.locktype = 'tuple'
+           AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
+           AND l.relation = $1 AND l.page = $2 AND l.tuple = $3 AND l.pid <> ALL ($4)",
+        &[partition.into(), (block as i32).into(), (offset as i16).into(), all_pids.into()],
+    )
+    .map_err(CheckedError::from)?
+    .unwrap_or_default();
+
+    Ok(lockers
+        .into_iter()
+        .zip(locker_pids)
+        .map(|(l, pids)| (l.xid, l.multixact, l.mode.to_string(), pids, waiting.clone()))
+        .collect())
+}
+
+const HEAP_XMAX_KEYSHR_LOCK: u16 = 0x0010;
+const HEAP_XMAX_EXCL_LOCK: u16 = 0x0040;
+const HEAP_XMAX_LOCK_ONLY: u16 = 0x0080;
+const HEAP_XMAX_SHR_LOCK: u16 = HEAP_XMAX_EXCL_LOCK | HEAP_XMAX_KEYSHR_LOCK;
+const HEAP_LOCK_MASK: u16 = HEAP_XMAX_SHR_LOCK | HEAP_XMAX_EXCL_LOCK | HEAP_XMAX_KEYSHR_LOCK;
+const HEAP_XMAX_IS_MULTI: u16 = 0x1000;
+const HEAP_KEYS_UPDATED: u16 = 0x2000;
+
+/// The in-progress transactions holding a lock on (or replacing) one tuple, read as
+/// `pgrowlocks` reads them.
+unsafe fn lockers_of(relid: pg_sys::Oid, block: u32, offset: u16) -> Vec<Locker> {
+    // SAFETY: the caller passes a tuple that was just read; see the function's contract.
+    unsafe {
+        let rel = pg_sys::relation_open(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let mut tuple = pg_sys::HeapTupleData::default();
+        tuple.t_self.ip_blkid.bi_hi = (block >> 16) as u16;
+        tuple.t_self.ip_blkid.bi_lo = (block & 0xffff) as u16;
+        tuple.t_self.ip_posid = offset;
+        let mut buffer: pg_sys::Buffer = pg_sys::InvalidBuffer as pg_sys::Buffer;
+        let found = pg_sys::heap_fetch(rel, &raw mut pg_sys::SnapshotAnyData, &mut tuple, &mut buffer, true);
+        if !found {
+            if buffer != pg_sys::InvalidBuffer as pg_sys::Buffer {
+                pg_sys::ReleaseBuffer(buffer);
+            }
+            pg_sys::relation_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            return Vec::new();
+        }
+        pg_sys::LockBuffer(buffer, pg_sys::BUFFER_LOCK_SHARE as i32);
+        let state = pg_sys::HeapTupleSatisfiesUpdate(&mut tuple, pg_sys::GetCurrentCommandId(false), buffer);
+        let header = &*tuple.t_data;
+        let (xmax, infomask, infomask2) =
+            (header.t_choice.t_heap.t_xmax, header.t_infomask, header.t_infomask2);
+        pg_sys::LockBuffer(buffer, pg_sys::BUFFER_LOCK_UNLOCK as i32);
+        pg_sys::ReleaseBuffer(buffer);
+        pg_sys::relation_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        if state != pg_sys::TM_Result::TM_BeingModified {
+            return Vec::new();
+        }
+
+        let locked_only = infomask & HEAP_XMAX_LOCK_ONLY != 0
+            || infomask & (HEAP_XMAX_IS_MULTI | HEAP_LOCK_MASK) == HEAP_XMAX_EXCL_LOCK;
+        if infomask & HEAP_XMAX_IS_MULTI == 0 {
+            let keys_updated = infomask2 & HEAP_KEYS_UPDATED != 0;
+            let mode = match (locked_only, infomask & HEAP_LOCK_MASK) {
+                (true, HEAP_XMAX_SHR_LOCK) => "For Share",
+                (true, HEAP_XMAX_KEYSHR_LOCK) => "For Key Share",
+                (true, _) if keys_updated => "For Update",
+                (true, _) => "For No Key Update",
+                (false, _) if keys_updated => "Update",
+                (false, _) => "No Key Update",
+            };
+            return vec![Locker { xid: xmax, multixact: None, mode }];
+        }
+        let mut members: *mut pg_sys::MultiXactMember = std::ptr::null_mut();
+        let count = pg_sys::GetMultiXactIdMembers(xmax, &mut members, false, locked_only);
+        if count <= 0 {
+            return Vec::new();
+        }
+        std::slice::from_raw_parts(members, count as usize)
+            .iter()
+            .filter(|m| pg_sys::TransactionIdIsInProgress(m.xid))
+            .map(|m| Locker {
+                xid: m.xid,
+                multixact: Some(xmax),
+                mode: match m.status {
+                    pg_sys::MultiXactStatus::MultiXactStatusForKeyShare => "For Key Share",
+                    pg_sys::MultiXactStatus::MultiXactStatusForShare => "For Share",
+                    pg_sys::MultiXactStatus::MultiXactStatusForNoKeyUpdate => "For No Key Update",
+                    pg_sys::MultiXactStatus::MultiXactStatusForUpdate => "For Update",
+                    pg_sys::MultiXactStatus::MultiXactStatusNoKeyUpdate => "No Key Update",
+                    _ => "Update",
+                },
+            })
+            .collect()
+    }
+}
