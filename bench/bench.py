@@ -131,15 +131,19 @@ class Server:
         self.args = args
         self.base = ["-X", "-h", args.host, "-p", str(args.port), "-U", "postgres"]
 
-    def sql(self, statement, db=None):
+    def sql(self, *commands, db=None):
+        """Runs psql commands in one session; prints what they print."""
         out = subprocess.run(
             [os.path.join(self.args.bindir, "psql"), *self.base, "-d", db or self.args.dbname,
-             "-At", "-q", "-v", "ON_ERROR_STOP=1", "-c", statement],
+             "-At", "-q", "-v", "ON_ERROR_STOP=1", *(arg for c in commands for arg in ("-c", c))],
             check=True, capture_output=True, text=True)
         return out.stdout.strip()
 
-    def explain(self, statement, timing=True):
-        plan = self.sql(f"EXPLAIN (ANALYZE, TIMING {'ON' if timing else 'OFF'}, FORMAT JSON) {statement}")
+    def explain(self, statement, timing=True, warm=False):
+        """EXPLAIN ANALYZE in a new session; with warm, the statement runs once before in the
+        same session, so that loading libraries and catalog caches is not measured."""
+        explain = f"EXPLAIN (ANALYZE, TIMING {'ON' if timing else 'OFF'}, FORMAT JSON) {statement}"
+        plan = self.sql("\\o /dev/null", statement, "\\o", explain) if warm else self.sql(explain)
         return json.loads(plan)[0]
 
 
@@ -221,11 +225,14 @@ def row_lock_times(server, table, rows, rounds):
     variants = {
         "pgrowlocks (contrib, reads every row)": f"SELECT * FROM pgrowlocks('{table}')",
         "rowversion.row_locks (primary key)": row_locks,
+        "for reference: SELECT the row by primary key": f"SELECT * FROM {table} WHERE id = {target}",
     }
-    times = {name: [] for name in variants}
+    times = {f"{name}, {state}": [] for name in variants for state in ("new session", "warm session")}
     for r in range(rounds):
         for name in rotated(list(variants), r):
-            times[name].append(server.explain(variants[name], timing=False)["Execution Time"])
+            times[f"{name}, new session"].append(server.explain(variants[name], timing=False)["Execution Time"])
+            times[f"{name}, warm session"].append(
+                server.explain(variants[name], timing=False, warm=True)["Execution Time"])
     holder.stdin.write("COMMIT;\n")
     holder.stdin.close()
     holder.wait()
@@ -281,7 +288,7 @@ def main():
 
     locks = row_lock_times(server, "bench_big_plain", args.big_rows, args.rounds)
     print_table(f"Who holds one row of a {args.big_rows}-row table (another session holds it FOR UPDATE)",
-                locks, "ms", "pgrowlocks (contrib, reads every row)", "{:.3f}")
+                locks, "ms", "pgrowlocks (contrib, reads every row), warm session", "{:.3f}")
 
     print("\nTargets")
     checks = [

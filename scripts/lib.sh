@@ -10,7 +10,7 @@ PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
 PG_CONFIG=$PG_BIN/pg_config
 PGXS_TEST=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test
 CARGO_PGRX_VERSION=0.18.1
-APT_PACKAGES=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo pkg-config)
+APT_PACKAGES=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo pkg-config python3-venv)
 
 log() { printf '\n==> %s\n' "$*"; }
 

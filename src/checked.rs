@@ -19,13 +19,12 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use pgrx::datum::DatumWithOid;
-use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, quote_qualified_identifier, OwnedPreparedStatement};
 use pgrx::{JsonB, PgOid, PgRelation, PgSqlErrorCode};
 use serde_json::Value;
 
-use crate::report::raise_on_column;
+use crate::report::{raise_on_column, Report};
 use crate::trigger::{describe_key, TriggerError};
 
 #[derive(Debug, thiserror::Error)]
@@ -124,15 +123,8 @@ impl CheckedError {
                 raise_on_column(rel, attnum, report)
             }
         }
-        let mut report = ErrorReport::new(self.sqlstate(), self.to_string(), "rowversion");
-        if let Some(detail) = self.detail() {
-            report = report.set_detail(detail);
-        }
-        if let Some(hint) = self.hint() {
-            report = report.set_hint(hint);
-        }
-        report.report(PgLogLevel::ERROR);
-        unreachable!("ERROR returned")
+        Report { code: self.sqlstate(), message: self.to_string(), detail: self.detail(), hint: self.hint() }
+            .raise()
     }
 }
 
@@ -156,12 +148,14 @@ struct Versioning {
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
-enum Statement {
+pub enum Statement {
     /// UPDATE of these columns (sorted) and the version.
     Update(Vec<String>),
     Delete,
     /// The current version of a row, and its key as a row of the table's type.
     Probe,
+    /// Where a row is: its partition and its tuple (block, offset).
+    Locate,
 }
 
 struct CachedTable {
@@ -411,12 +405,20 @@ impl Table {
                 ),
                 vec![jsonb],
             ),
+            Statement::Locate => (
+                format!(
+                    "SELECT t.tableoid, (t.ctid::text::point)[0]::pg_catalog.int8,
+                            (t.ctid::text::point)[1]::pg_catalog.int4
+                     FROM {t} AS t WHERE {keys}"
+                ),
+                vec![jsonb],
+            ),
         }
     }
 }
 
 /// The prepared statement for `statement` on `relid`, prepared on first use.
-fn prepared(relid: pg_sys::Oid, table: &Table, statement: Statement) -> Result<Rc<OwnedPreparedStatement>> {
+pub fn prepared(relid: pg_sys::Oid, table: &Table, statement: Statement) -> Result<Rc<OwnedPreparedStatement>> {
     let cached = TABLES.with_borrow(|tables| {
         tables.get(&relid).and_then(|t| t.statements.get(&statement).cloned())
     });
@@ -590,6 +592,16 @@ unsafe fn args(fcinfo: pg_sys::FunctionCallInfo) -> Vec<Option<pg_sys::Datum>> {
     }
 }
 
+/// The arguments of `update` and `try_update`: (rel, key, expected_version, changes).
+fn update_args(args: &[Option<pg_sys::Datum>]) -> Result<(pg_sys::Oid, JsonArg, i64, JsonArg)> {
+    Ok((
+        relid(args[0])?,
+        JsonArg::from_datum(required(args[1], "key")?),
+        required(args[2], "expected_version")?.value() as i64,
+        JsonArg::from_datum(required(args[3], "changes")?),
+    ))
+}
+
 fn required(arg: Option<pg_sys::Datum>, name: &'static str) -> Result<pg_sys::Datum> {
     arg.ok_or(CheckedError::NullArgument(name))
 }
@@ -642,10 +654,7 @@ pub unsafe extern "C-unwind" fn rowversion_update(fcinfo: pg_sys::FunctionCallIn
     // SAFETY: a V1 call.
     unsafe {
         finish(fcinfo, |args| {
-            let relid = relid(args[0])?;
-            let key = JsonArg::from_datum(required(args[1], "key")?);
-            let expected = required(args[2], "expected_version")?.value() as i64;
-            let changes = JsonArg::from_datum(required(args[3], "changes")?);
+            let (relid, key, expected, changes) = update_args(&args)?;
             let (table, outcome) = checked_update(relid, &key, expected, &changes)?;
             require_applied(relid, &table, &key, expected, outcome).map(|v| Some(v.into()))
         })
@@ -662,10 +671,7 @@ pub unsafe extern "C-unwind" fn rowversion_try_update(fcinfo: pg_sys::FunctionCa
     // SAFETY: a V1 call; the result row is formed with the function's declared result type.
     unsafe {
         finish(fcinfo, |args| {
-            let relid = relid(args[0])?;
-            let key = JsonArg::from_datum(required(args[1], "key")?);
-            let expected = required(args[2], "expected_version")?.value() as i64;
-            let changes = JsonArg::from_datum(required(args[3], "changes")?);
+            let (relid, key, expected, changes) = update_args(&args)?;
             let (applied, version) = match checked_update(relid, &key, expected, &changes)?.1 {
                 Checked::Applied(version) => (true, Some(version)),
                 Checked::Conflict { found, .. } => (false, Some(found)),

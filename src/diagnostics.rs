@@ -8,11 +8,15 @@
 //! share lock on its buffer, as `pgrowlocks` reads each one: the cost of a primary-key lookup.
 //! Like `pgrowlocks`, it requires SELECT on the table.
 
-use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::prelude::*;
-use pgrx::{JsonB, PgSqlErrorCode};
+use std::cell::RefCell;
+use std::rc::Rc;
 
-use crate::checked::{self, CheckedError, JsonArg};
+use pgrx::prelude::*;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient};
+use pgrx::{JsonB, PgOid, PgSqlErrorCode};
+
+use crate::checked::{self, CheckedError, JsonArg, Statement};
+use crate::report::Report;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiagnosticsError {
@@ -26,12 +30,13 @@ impl DiagnosticsError {
     fn raise(self) -> ! {
         match self {
             Self::Key(error) => error.raise(),
-            Self::PermissionDenied(_) => {
-                ErrorReport::new(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, self.to_string(), "rowversion")
-                    .set_hint("row_locks() requires SELECT on the table, as pgrowlocks does.")
-                    .report(PgLogLevel::ERROR);
-                unreachable!("ERROR returned")
+            Self::PermissionDenied(_) => Report {
+                code: PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                message: self.to_string(),
+                detail: None,
+                hint: Some("row_locks() requires SELECT on the table, as pgrowlocks does.".into()),
             }
+            .raise(),
         }
     }
 }
@@ -82,19 +87,9 @@ fn locks_on_row(relid: pg_sys::Oid, key: JsonArg) -> Result<Vec<RowLock>, Diagno
     }
     table.check_key(&key.value)?;
 
+    let locate = checked::prepared(relid, &table, Statement::Locate)?;
     let (partition, block, offset) = Spi::connect(|client| {
-        let row = client
-            .select(
-                &format!(
-                    "SELECT t.tableoid, (t.ctid::text::point)[0]::bigint, (t.ctid::text::point)[1]::integer
-                     FROM {} AS t WHERE {}",
-                    table.quoted,
-                    table.key_condition()
-                ),
-                Some(1),
-                &[key.arg()],
-            )?
-            .first();
+        let row = client.select(&*locate, Some(1), &[key.arg()])?.first();
         if row.is_empty() {
             return Ok(None);
         }
@@ -116,14 +111,13 @@ fn locks_on_row(relid: pg_sys::Oid, key: JsonArg) -> Result<Vec<RowLock>, Diagno
         .map(|l| Some(unsafe { pg_sys::BackendXidGetPid(l.xid) }).filter(|pid| *pid != 0).into_iter().collect())
         .collect();
     let all_pids: Vec<i32> = locker_pids.iter().flatten().copied().collect();
-    let waiting = Spi::get_one_with_args::<Vec<i32>>(
-        "SELECT coalesce(array_agg(DISTINCT l.pid ORDER BY l.pid), '{}')
-         FROM pg_catalog.pg_locks l
-         WHERE l.locktype = 'tuple'
-           AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
-           AND l.relation = $1 AND l.page = $2 AND l.tuple = $3 AND l.pid <> ALL ($4)",
-        &[partition.into(), (block as i32).into(), (offset as i16).into(), all_pids.into()],
-    )
+    let waiting = Spi::connect(|client| {
+        let plan = waiters_statement(client)?;
+        client
+            .select(&*plan, Some(1), &[partition.into(), (block as i32).into(), (offset as i16).into(), all_pids.into()])?
+            .first()
+            .get_one::<Vec<i32>>()
+    })
     .map_err(CheckedError::from)?
     .unwrap_or_default();
 
@@ -132,6 +126,36 @@ fn locks_on_row(relid: pg_sys::Oid, key: JsonArg) -> Result<Vec<RowLock>, Diagno
         .zip(locker_pids)
         .map(|(l, pids)| (l.xid, l.multixact, l.mode.to_string(), pids, waiting.clone()))
         .collect())
+}
+
+thread_local! {
+    /// The sessions queued for a tuple, prepared once per session.
+    static WAITERS: RefCell<Option<Rc<OwnedPreparedStatement>>> = const { RefCell::new(None) };
+}
+
+fn waiters_statement(client: &SpiClient<'_>) -> Result<Rc<OwnedPreparedStatement>, pgrx::spi::SpiError> {
+    if let Some(plan) = WAITERS.with_borrow(|w| w.clone()) {
+        return Ok(plan);
+    }
+    let plan = Rc::new(
+        client
+            .prepare(
+                "SELECT coalesce(array_agg(DISTINCT l.pid ORDER BY l.pid), '{}')
+                 FROM pg_catalog.pg_locks l
+                 WHERE l.locktype = 'tuple'
+                   AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
+                   AND l.relation = $1 AND l.page = $2 AND l.tuple = $3 AND l.pid <> ALL ($4)",
+                &[
+                    PgOid::BuiltIn(pg_sys::BuiltinOid::OIDOID),
+                    PgOid::BuiltIn(pg_sys::BuiltinOid::INT4OID),
+                    PgOid::BuiltIn(pg_sys::BuiltinOid::INT2OID),
+                    PgOid::BuiltIn(pg_sys::BuiltinOid::INT4ARRAYOID),
+                ],
+            )?
+            .keep(),
+    );
+    WAITERS.with_borrow_mut(|w| *w = Some(plan.clone()));
+    Ok(plan)
 }
 
 const HEAP_XMAX_KEYSHR_LOCK: u16 = 0x0010;

@@ -9,9 +9,9 @@ use std::ffi::CStr;
 
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, quote_literal, quote_qualified_identifier, SpiClient};
-use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::PgSqlErrorCode;
 
+use crate::report::Report;
 use crate::version_column::{Mode, VersionType};
 
 /// The name of the trigger `enable()` installs, documented in the README.
@@ -86,15 +86,8 @@ impl EnableError {
     }
 
     fn report(self) -> ! {
-        let mut report = ErrorReport::new(self.sqlstate(), self.to_string(), "rowversion");
-        if let Some(detail) = self.detail() {
-            report = report.set_detail(detail);
-        }
-        if let Some(hint) = self.hint() {
-            report = report.set_hint(hint);
-        }
-        report.report(PgLogLevel::ERROR);
-        unreachable!("ERROR returned")
+        Report { code: self.sqlstate(), message: self.to_string(), detail: self.detail(), hint: self.hint() }
+            .raise()
     }
 }
 

@@ -10,14 +10,32 @@
 use std::ffi::{c_char, c_int, CString};
 
 use pgrx::pg_sys;
-use pgrx::PgSqlErrorCode;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
 
-/// What an error says, before it is raised against a relation.
+/// What an error says: raised against a relation with [`raise_on_column`], or without
+/// table fields by [`Report::raise`].
 pub struct Report {
     pub code: PgSqlErrorCode,
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+}
+
+impl Report {
+    /// Raises the report through pgrx, which unwinds Rust frames properly; for errors that
+    /// name no table column.
+    pub fn raise(self) -> ! {
+        let mut report = ErrorReport::new(self.code, self.message, "rowversion");
+        if let Some(detail) = self.detail {
+            report = report.set_detail(detail);
+        }
+        if let Some(hint) = self.hint {
+            report = report.set_hint(hint);
+        }
+        report.report(PgLogLevel::ERROR);
+        unreachable!("ERROR returned")
+    }
 }
 
 // Declared here, unguarded, on purpose: pgrx's guarded bindings would turn the `ERROR` into a

@@ -14,7 +14,6 @@ use pgrx::trigger_support::{
     called_as_trigger, trigger_fired_before, trigger_fired_by_insert, trigger_fired_by_update,
     trigger_fired_for_row,
 };
-use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::PgSqlErrorCode;
 
 use crate::report::{raise_on_column, Report};
@@ -135,13 +134,7 @@ pub unsafe extern "C-unwind" fn rowversion_version_trigger(
 
 /// Raises a trigger error that concerns no particular table, through pgrx.
 fn ereport_plain(error: TriggerError) -> ! {
-    let report = error.into_report();
-    let mut ereport = ErrorReport::new(report.code, report.message, "rowversion_version_trigger");
-    if let Some(hint) = report.hint {
-        ereport = ereport.set_hint(hint);
-    }
-    ereport.report(PgLogLevel::ERROR);
-    unreachable!("ERROR returned")
+    error.into_report().raise()
 }
 
 /// The version column, kept in `fn_extra` for the rest of the statement.
