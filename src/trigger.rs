@@ -316,8 +316,7 @@ unsafe fn qualified_name(rel: pg_sys::Relation) -> String {
 unsafe fn column_name(rel: pg_sys::Relation, attnum: i16) -> String {
     // SAFETY: `attnum` is a column of the open relation `rel`.
     unsafe {
-        let tupdesc = (*rel).rd_att;
-        let attribute = &(*tupdesc).attrs.as_slice((*tupdesc).natts as usize)[attnum as usize - 1];
+        let attribute = version_column::attribute((*rel).rd_att, attnum);
         CStr::from_ptr(attribute.attname.data.as_ptr()).to_string_lossy().into_owned()
     }
 }

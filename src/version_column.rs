@@ -167,7 +167,7 @@ unsafe fn resolve(
         if attnum < 1 || i32::from(attnum) > (*tupdesc).natts {
             return Err(not_from_enable());
         }
-        let attribute = (*tupdesc).attrs.as_slice((*tupdesc).natts as usize)[attnum as usize - 1];
+        let attribute = *attribute(tupdesc, attnum);
         let version_type = VersionType::from_oid(attribute.atttypid).ok_or_else(|| {
             TriggerError::UnsupportedType {
                 column: CStr::from_ptr(attribute.attname.data.as_ptr()).to_string_lossy().into_owned(),
@@ -175,6 +175,26 @@ unsafe fn resolve(
             }
         })?;
         Ok(VersionColumn { relid: (*rel).rd_id, attnum, version_type, mode })
+    }
+}
+
+/// Column `attnum` (1-based) of a tuple descriptor. Postgres 18 stores `natts` compact
+/// attributes first and the full ones after them.
+///
+/// # Safety
+/// `tupdesc` must be valid and `attnum` one of its columns.
+pub unsafe fn attribute<'a>(tupdesc: pg_sys::TupleDesc, attnum: i16) -> &'a pg_sys::FormData_pg_attribute {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let natts = (*tupdesc).natts as usize;
+        #[cfg(not(feature = "pg18"))]
+        let attributes = (*tupdesc).attrs.as_slice(natts);
+        #[cfg(feature = "pg18")]
+        let attributes = std::slice::from_raw_parts(
+            (*tupdesc).compact_attrs.as_ptr().add(natts).cast::<pg_sys::FormData_pg_attribute>(),
+            natts,
+        );
+        &attributes[attnum as usize - 1]
     }
 }
 

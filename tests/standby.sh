@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The lock diagnostics are read-only: they answer on a hot standby. Builds a streaming
+# standby of the test server with pg_basebackup, lets it replay a versioned table, and runs
+# lock_tree(), lock_summary, advisory_locks() and row_locks() there, with an advisory lock
+# held and awaited on the standby itself.
+# Usage: tests/standby.sh PRIMARY_SOCKET_DIR PRIMARY_PORT STANDBY_DIR STANDBY_PORT
+set -euo pipefail
+primary=$1 primary_port=$2 standby=$3 standby_port=$4
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+on_primary() { "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$primary" -p "$primary_port" -U postgres "$@"; }
+on_standby() { "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$standby" -p "$standby_port" -U postgres "$@"; }
+# Waits until a query on the standby returns the expected value (another session's lock).
+wait_for() {
+    local expected=$1 query=$2 tries=0
+    until [ "$(on_standby -d rowversion_standby -c "$query")" = "$expected" ]; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 3000 ] || { echo "timed out waiting for: $query"; return 1; }
+    done
+}
+
+stop_server "$standby"
+as_root rm -rf "$standby"
+as_root mkdir -p "$standby"
+as_root chown "$(as_postgres id -un)" "$standby"
+on_primary -d postgres -c "DROP DATABASE IF EXISTS rowversion_standby" -c "CREATE DATABASE rowversion_standby"
+on_primary -d rowversion_standby -c "CREATE EXTENSION pg_rowversion" \
+    -c "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint)" \
+    -c "SELECT rowversion.enable('accounts')" -c "INSERT INTO accounts VALUES (1, 100)" >/dev/null
+as_postgres "$PG_BIN/pg_basebackup" -h "$primary" -p "$primary_port" -U postgres -D "$standby/data" -R -X stream --checkpoint=fast
+as_postgres "$PG_BIN/pg_ctl" -D "$standby/data" -l "$standby/server.log" -w start \
+    -o "-p $standby_port -k $standby -c listen_addresses='' -c hot_standby=on" >/dev/null
+trap 'stop_server "$standby"' EXIT
+
+[ "$(on_standby -d rowversion_standby -c "SELECT pg_is_in_recovery()")" = t ]
+# An advisory lock held by one standby session and awaited by another.
+on_standby -d rowversion_standby -c "SELECT pg_advisory_lock(7)" -c "SELECT pg_sleep(30)" >/dev/null 2>&1 &
+holder=$!
+wait_for 1 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+on_standby -d rowversion_standby -c "SET application_name = 'standby_waiter'" -c "SELECT pg_advisory_lock(7)" >/dev/null 2>&1 &
+waiter=$!
+wait_for 1 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+
+result=$(on_standby -d rowversion_standby \
+    -c "SELECT 'tree', count(*), count(*) FILTER (WHERE depth = 0), max(advisory_key) FROM rowversion.lock_tree()" \
+    -c "SELECT 'summary', waiting_sessions, top_blocker_blocks FROM rowversion.lock_summary" \
+    -c "SELECT 'advisory', key, string_agg(granted::text, ',' ORDER BY granted) FROM rowversion.advisory_locks() GROUP BY key" \
+    -c "SELECT 'row_locks', count(*) FROM rowversion.row_locks('accounts', '{\"id\": 1}')")
+kill "$holder" "$waiter" 2>/dev/null || true
+wait 2>/dev/null || true
+expected='tree|2|1|7
+summary|1|1
+advisory|7|false,true
+row_locks|0'
+if [ "$result" != "$expected" ]; then
+    echo "lock diagnostics on the standby:"
+    diff <(echo "$expected") <(echo "$result")
+    exit 1
+fi
+echo "lock diagnostics answer on a hot standby"
