@@ -163,7 +163,7 @@ struct CachedTable {
     statements: HashMap<Statement, Rc<OwnedPreparedStatement>>,
 }
 
-/// Relations whose cached statements must be rebuilt; `None` means all of them.
+/// Relations whose cached statements must be rebuilt, or `All` of them.
 enum Stale {
     Some(HashSet<pg_sys::Oid>),
     All,

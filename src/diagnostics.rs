@@ -49,13 +49,12 @@ struct Locker {
     mode: &'static str,
 }
 
-type RowLock = (
-    name!(locker, pg_sys::TransactionId),
-    name!(multixact, Option<pg_sys::TransactionId>),
-    name!(mode, String),
-    name!(pids, Vec<i32>),
-    name!(waiting_pids, Vec<i32>),
-);
+/// A locker with the sessions running it and the sessions queued for the row.
+struct RowLock {
+    locker: Locker,
+    pids: Vec<i32>,
+    waiting_pids: Vec<i32>,
+}
 
 /// `rowversion.row_locks(rel regclass, key jsonb)`, declared in `sql/diagnostics.sql`.
 #[pg_extern(sql = false)]
@@ -73,7 +72,9 @@ fn row_locks(
     ),
 > {
     match locks_on_row(rel, JsonArg::from_value(key.0)) {
-        Ok(rows) => TableIterator::new(rows),
+        Ok(rows) => TableIterator::new(rows.into_iter().map(|r| {
+            (r.locker.xid, r.locker.multixact, r.locker.mode.to_string(), r.pids, r.waiting_pids)
+        })),
         Err(error) => error.raise(),
     }
 }
@@ -124,7 +125,7 @@ fn locks_on_row(relid: pg_sys::Oid, key: JsonArg) -> Result<Vec<RowLock>, Diagno
     Ok(lockers
         .into_iter()
         .zip(locker_pids)
-        .map(|(l, pids)| (l.xid, l.multixact, l.mode.to_string(), pids, waiting.clone()))
+        .map(|(locker, pids)| RowLock { locker, pids, waiting_pids: waiting.clone() })
         .collect())
 }
 

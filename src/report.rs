@@ -102,7 +102,7 @@ pub unsafe fn raise_on_column(rel: pg_sys::Relation, attnum: i16, report: Report
                 errhint(c"%s".as_ptr(), report.hint);
             }
             errtablecol(rel, c_int::from(attnum));
-            errfinish(c"src/report.rs".as_ptr(), line!() as c_int, c"rowversion.version_trigger".as_ptr());
+            errfinish(c"src/report.rs".as_ptr(), line!() as c_int, c"rowversion".as_ptr());
         }
         unreachable!("errfinish returned from an ERROR")
     }
