@@ -2,6 +2,9 @@
 -- and pg_blocking_pids(), run with the caller's rights: Postgres itself shows the query text and
 -- details of other roles' sessions only to superusers and members of pg_read_all_stats.
 -- Read-only, and they take no lock beyond what those views take.
+-- The bodies are BEGIN ATOMIC: parsed when the extension is created, with pg_catalog first on
+-- the search_path, so every operator and function in them is fixed then, whatever the
+-- caller's search_path is later.
 
 -- The advisory-lock key of a pg_locks row, as pg_advisory_lock(bigint) and as the
 -- pg_advisory_lock(int4, int4) pair: classid holds the high half (or key1), objid the low half
@@ -9,12 +12,12 @@
 CREATE FUNCTION rowversion.advisory_key(classid oid, objid oid, objsubid smallint,
     OUT key bigint, OUT key1 integer, OUT key2 integer, OUT taken_with text)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
+BEGIN ATOMIC
     SELECT (classid::bigint << 32) | objid::bigint,
            (classid::bigint - CASE WHEN classid::bigint >= 2147483648 THEN 4294967296 ELSE 0 END)::integer,
            (objid::bigint - CASE WHEN objid::bigint >= 2147483648 THEN 4294967296 ELSE 0 END)::integer,
-           CASE objsubid WHEN 1 THEN 'bigint' WHEN 2 THEN 'int4, int4' END
-$$;
+           CASE objsubid WHEN 1 THEN 'bigint' WHEN 2 THEN 'int4, int4' END;
+END;
 
 COMMENT ON FUNCTION rowversion.advisory_key(oid, oid, smallint) IS
 'Decodes the classid/objid/objsubid of an advisory lock in pg_locks into the key a client passed';
@@ -39,7 +42,7 @@ RETURNS TABLE (
     query text
 )
 LANGUAGE sql VOLATILE
-AS $$
+BEGIN ATOMIC
 WITH RECURSIVE
 activity AS MATERIALIZED (
     SELECT a.pid, pg_catalog.pg_blocking_pids(a.pid) AS blocked_by, a.state, a.wait_event_type,
@@ -102,8 +105,8 @@ SELECT i.pid, i.blocked_by, p.root, pg_catalog.cardinality(p.chain) - 1, p.in_cy
 FROM involved i
 JOIN placed p ON p.start = i.pid
 LEFT JOIN awaited w ON w.pid = i.pid
-ORDER BY p.chain
-$$;
+ORDER BY p.chain;
+END;
 
 COMMENT ON FUNCTION rowversion.lock_tree() IS
 'Every waiting or blocking session: its blockers, the root of its chain, depth (0 for a root), the lock it waits for; roots first, then their waiters in tree order; cycles are marked';
@@ -122,7 +125,7 @@ RETURNS TABLE (
     xact_age interval
 )
 LANGUAGE sql VOLATILE
-AS $$
+BEGIN ATOMIC
     SELECT k.key, k.key1, k.key2, k.taken_with, l.mode, l.granted, l.pid, a.application_name,
            pg_catalog.now() - l.waitstart, pg_catalog.now() - a.xact_start
     FROM pg_catalog.pg_locks l
@@ -130,8 +133,8 @@ AS $$
     LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
     WHERE l.locktype = 'advisory'
       AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
-    ORDER BY k.key, l.granted DESC, l.waitstart, l.pid
-$$;
+    ORDER BY k.key, l.granted DESC, l.waitstart, l.pid;
+END;
 
 COMMENT ON FUNCTION rowversion.advisory_locks() IS
 'Held and awaited advisory locks of this database, with the key as bigint and as the (int4, int4) pair';

@@ -9,6 +9,12 @@
 //! rules. Statements are prepared once per table and column set and kept for the session,
 //! until the table's definition changes (a relcache invalidation).
 //!
+//! Every name in these statements is qualified: tables and columns are quoted, functions,
+//! types and operators are pg_catalog's, and a key column is compared with the equality
+//! operator of its primary-key index's operator class, named by that operator's own schema.
+//! So the caller's `search_path` cannot put another role's operator into a statement that a
+//! superuser runs.
+//!
 //! The version check is in the statement's WHERE clause; when it matches no row, a second
 //! look tells a missing row (`P0002`) from a stale version, which is reported as the same
 //! `40001` conflict the trigger raises, error fields included. The functions are plain V1 C
@@ -20,7 +26,7 @@ use std::rc::Rc;
 
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
-use pgrx::spi::{quote_identifier, quote_qualified_identifier, OwnedPreparedStatement};
+use pgrx::spi::{quote_identifier, quote_literal, quote_qualified_identifier, OwnedPreparedStatement};
 use pgrx::{JsonB, PgOid, PgRelation, PgSqlErrorCode};
 use serde_json::Value;
 
@@ -33,10 +39,10 @@ pub enum CheckedError {
     NullArgument(&'static str),
     #[error("relation with OID {0} does not exist")]
     NoSuchRelation(u32),
-    #[error("table \"{0}\" is not versioned")]
-    NotVersioned(String),
-    #[error("versioning of table \"{0}\" is disabled")]
-    VersioningDisabled(String),
+    #[error("table \"{table}\" is not versioned")]
+    NotVersioned { table: String, quoted: String },
+    #[error("versioning of table \"{table}\" is disabled")]
+    VersioningDisabled { table: String, quoted: String },
     #[error("table \"{0}\" has no primary key")]
     NoPrimaryKey(String),
     #[error("{0} must be a JSON object")]
@@ -62,7 +68,7 @@ impl CheckedError {
         match self {
             Self::NullArgument(_) => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             Self::NoSuchRelation(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-            Self::NotVersioned(_) | Self::VersioningDisabled(_) | Self::NoPrimaryKey(_) => {
+            Self::NotVersioned { .. } | Self::VersioningDisabled { .. } | Self::NoPrimaryKey(_) => {
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
             Self::NotAnObject(_) | Self::KeyMismatch { .. } | Self::BadRow { .. } => {
@@ -99,11 +105,12 @@ impl CheckedError {
 
     fn hint(&self) -> Option<String> {
         match self {
-            Self::NotVersioned(table) => {
-                Some(format!("Enable it with: SELECT rowversion.enable('{table}');"))
+            // `quoted` is the quoted identifier, pasted as a literal: safe for any table name.
+            Self::NotVersioned { quoted, .. } => {
+                Some(format!("Enable it with: SELECT rowversion.enable({});", quote_literal(quoted)))
             }
-            Self::VersioningDisabled(_) => {
-                Some("Re-enable the trigger with ALTER TABLE ... ENABLE TRIGGER rowversion.".into())
+            Self::VersioningDisabled { quoted, .. } => {
+                Some(format!("Re-enable the trigger with: ALTER TABLE {quoted} ENABLE TRIGGER rowversion;"))
             }
             Self::SystemSetColumn { kind: "version", .. } => Some(
                 "The version moves by itself: pass the version you read as expected_version.".into(),
@@ -115,7 +122,9 @@ impl CheckedError {
     /// Raises this error. A conflict goes out as the trigger's conflict, with its fields.
     pub fn raise(self) -> ! {
         if let Self::Conflict { relid, attnum, table, key, expected, found } = self {
-            let report = TriggerError::Conflict { table, key, expected, found }.into_report();
+            // The stored version came from the probe, a SELECT with the caller's privileges and
+            // row-level security: the caller could read it with plain SQL.
+            let report = TriggerError::Conflict { table, key, expected, found: Some(found) }.into_report();
             // SAFETY: the table was just updated through, so it exists and is locked; this
             // frame holds nothing that needs dropping (report is consumed).
             unsafe {
@@ -136,9 +145,16 @@ pub struct Table {
     pub quoted: String,
     /// `None` when the table is not versioned.
     versioning: Option<Versioning>,
-    primary_key: Vec<String>,
+    primary_key: Vec<KeyColumn>,
     /// Every column, and whether it is generated.
     columns: HashMap<String, bool>,
+}
+
+/// A primary key column, and `OPERATOR(schema.=)`: the equality operator of the key index's
+/// operator class, which is what makes the condition an index lookup.
+struct KeyColumn {
+    name: String,
+    equals: String,
 }
 
 struct Versioning {
@@ -215,9 +231,10 @@ fn load_table(relid: pg_sys::Oid) -> Result<Table> {
     Spi::connect(|client| {
         let row = client
             .select(
-                "SELECT n.nspname::text, c.relname::text
-                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                 WHERE c.oid = $1",
+                "SELECT n.nspname::pg_catalog.text, c.relname::pg_catalog.text
+                 FROM pg_catalog.pg_class c
+                 JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+                 WHERE c.oid OPERATOR(pg_catalog.=) $1",
                 Some(1),
                 &[relid.into()],
             )?
@@ -231,15 +248,18 @@ fn load_table(relid: pg_sys::Oid) -> Result<Table> {
 
         let trigger = client
             .select(
-                "SELECT a.attname::text, a.attnum, t.tgenabled IN ('O', 'A')
+                "SELECT a.attname::pg_catalog.text, a.attnum,
+                        t.tgenabled OPERATOR(pg_catalog.=) 'O' OR t.tgenabled OPERATOR(pg_catalog.=) 'A'
                  FROM pg_catalog.pg_trigger t
                  JOIN pg_catalog.pg_depend d
-                   ON d.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass AND d.objid = t.oid
-                  AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
-                  AND d.refobjid = t.tgrelid AND d.refobjsubid > 0
-                 JOIN pg_catalog.pg_attribute a ON a.attrelid = t.tgrelid AND a.attnum = d.refobjsubid
-                 WHERE t.tgrelid = $1
-                   AND t.tgfoid = 'rowversion.version_trigger()'::pg_catalog.regprocedure",
+                   ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_trigger'::pg_catalog.regclass::pg_catalog.oid
+                  AND d.objid OPERATOR(pg_catalog.=) t.oid
+                  AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid
+                  AND d.refobjid OPERATOR(pg_catalog.=) t.tgrelid AND d.refobjsubid OPERATOR(pg_catalog.>) 0
+                 JOIN pg_catalog.pg_attribute a
+                   ON a.attrelid OPERATOR(pg_catalog.=) t.tgrelid AND a.attnum OPERATOR(pg_catalog.=) d.refobjsubid
+                 WHERE t.tgrelid OPERATOR(pg_catalog.=) $1
+                   AND t.tgfoid OPERATOR(pg_catalog.=) 'rowversion.version_trigger()'::pg_catalog.regprocedure::pg_catalog.oid",
                 Some(1),
                 &[relid.into()],
             )?
@@ -255,23 +275,45 @@ fn load_table(relid: pg_sys::Oid) -> Result<Table> {
             })
         };
 
+        // The key columns (not INCLUDE columns) in index order, each with the equality
+        // operator of its operator class (btree strategy 3) and that operator's schema.
         let primary_key = client
             .select(
-                "SELECT a.attname::text
+                "SELECT a.attname::pg_catalog.text, n.nspname::pg_catalog.text, o.oprname::pg_catalog.text
                  FROM pg_catalog.pg_index i
-                 JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-                 WHERE i.indrelid = $1 AND i.indisprimary
-                 ORDER BY pg_catalog.array_position(i.indkey::int2[], a.attnum)",
+                 CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(i.indkey::pg_catalog.int2[]),
+                                               pg_catalog.unnest(i.indclass::pg_catalog.oid[]))
+                      WITH ORDINALITY AS k (attnum, opclass, position)
+                 JOIN pg_catalog.pg_attribute a
+                   ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid AND a.attnum OPERATOR(pg_catalog.=) k.attnum
+                 JOIN pg_catalog.pg_opclass c ON c.oid OPERATOR(pg_catalog.=) k.opclass
+                 JOIN pg_catalog.pg_amop e
+                   ON e.amopfamily OPERATOR(pg_catalog.=) c.opcfamily
+                  AND e.amoplefttype OPERATOR(pg_catalog.=) c.opcintype
+                  AND e.amoprighttype OPERATOR(pg_catalog.=) c.opcintype
+                  AND e.amopstrategy OPERATOR(pg_catalog.=) 3
+                 JOIN pg_catalog.pg_operator o ON o.oid OPERATOR(pg_catalog.=) e.amopopr
+                 JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) o.oprnamespace
+                 WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary
+                   AND k.position OPERATOR(pg_catalog.<=) i.indnkeyatts
+                 ORDER BY k.position",
                 None,
                 &[relid.into()],
             )?
-            .map(|row| row.get::<String>(1).map(Option::unwrap_or_default))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+            .map(|row| {
+                let text = |column| row.get::<String>(column).map(Option::unwrap_or_default);
+                Ok(KeyColumn {
+                    name: text(1)?,
+                    equals: format!("OPERATOR({}.{})", quote_identifier(text(2)?), text(3)?),
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, pgrx::spi::SpiError>>()?;
         let columns = client
             .select(
-                "SELECT attname::text, attgenerated <> ''
+                "SELECT attname::pg_catalog.text, attgenerated OPERATOR(pg_catalog.<>) ''
                  FROM pg_catalog.pg_attribute
-                 WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
+                 WHERE attrelid OPERATOR(pg_catalog.=) $1 AND attnum OPERATOR(pg_catalog.>) 0
+                   AND NOT attisdropped",
                 None,
                 &[relid.into()],
             )?
@@ -290,10 +332,11 @@ fn load_table(relid: pg_sys::Oid) -> Result<Table> {
 impl Table {
     fn versioning(&self) -> Result<&Versioning> {
         match &self.versioning {
-            None => Err(CheckedError::NotVersioned(self.display.clone())),
-            Some(versioning) if !versioning.enabled => {
-                Err(CheckedError::VersioningDisabled(self.display.clone()))
-            }
+            None => Err(CheckedError::NotVersioned { table: self.display.clone(), quoted: self.quoted.clone() }),
+            Some(versioning) if !versioning.enabled => Err(CheckedError::VersioningDisabled {
+                table: self.display.clone(),
+                quoted: self.quoted.clone(),
+            }),
             Some(versioning) => Ok(versioning),
         }
     }
@@ -307,9 +350,9 @@ impl Table {
             return Err(CheckedError::NotAnObject("key"));
         };
         let missing: Vec<String> =
-            self.primary_key.iter().filter(|c| !fields.contains_key(*c)).cloned().collect();
+            self.key_names().filter(|c| !fields.contains_key(*c)).cloned().collect();
         let extra: Vec<String> =
-            fields.keys().filter(|k| !self.primary_key.contains(k)).cloned().collect();
+            fields.keys().filter(|k| !self.key_names().any(|c| c == *k)).cloned().collect();
         if missing.is_empty() && extra.is_empty() {
             return Ok(());
         }
@@ -317,8 +360,12 @@ impl Table {
             table: self.display.clone(),
             missing,
             extra,
-            primary_key: self.primary_key.clone(),
+            primary_key: self.key_names().cloned().collect(),
         })
+    }
+
+    fn key_names(&self) -> impl Iterator<Item = &String> {
+        self.primary_key.iter().map(|c| &c.name)
     }
 
     /// The columns `changes` sets, sorted, once checked.
@@ -354,14 +401,15 @@ impl Table {
         Ok(columns)
     }
 
-    /// `t.pk = (jsonb_populate_record(NULL::table, $1)).pk AND ...`: an index condition whose
-    /// right side is computed once per execution, so the plan is a plain primary-key lookup.
+    /// `t.pk OPERATOR(s.=) (jsonb_populate_record(NULL::table, $1)).pk AND ...`: an index
+    /// condition whose right side is computed once per execution, so the plan is a plain
+    /// primary-key lookup.
     pub fn key_condition(&self) -> String {
         self.primary_key
             .iter()
-            .map(|c| {
-                let c = quote_identifier(c);
-                format!("t.{c} = (pg_catalog.jsonb_populate_record(NULL::{}, $1)).{c}", self.quoted)
+            .map(|KeyColumn { name, equals }| {
+                let c = quote_identifier(name);
+                format!("t.{c} {equals} (pg_catalog.jsonb_populate_record(NULL::{}, $1)).{c}", self.quoted)
             })
             .collect::<Vec<_>>()
             .join(" AND ")
@@ -388,14 +436,14 @@ impl Table {
                 (
                     format!(
                         "UPDATE {t} AS t SET {set}{v} = $3
-                         WHERE {keys} AND t.{v} = $3
+                         WHERE {keys} AND t.{v} OPERATOR(pg_catalog.=) $3
                          RETURNING t.{v}::pg_catalog.int8"
                     ),
                     vec![jsonb, jsonb, int8],
                 )
             }
             Statement::Delete => (
-                format!("DELETE FROM {t} AS t WHERE {keys} AND t.{v} = $2 RETURNING 1"),
+                format!("DELETE FROM {t} AS t WHERE {keys} AND t.{v} OPERATOR(pg_catalog.=) $2 RETURNING 1"),
                 vec![jsonb, int8],
             ),
             Statement::Probe => (
@@ -407,8 +455,8 @@ impl Table {
             ),
             Statement::Locate => (
                 format!(
-                    "SELECT t.tableoid, (t.ctid::text::point)[0]::pg_catalog.int8,
-                            (t.ctid::text::point)[1]::pg_catalog.int4
+                    "SELECT t.tableoid, (t.ctid::pg_catalog.text::pg_catalog.point)[0]::pg_catalog.int8,
+                            (t.ctid::pg_catalog.text::pg_catalog.point)[1]::pg_catalog.int4
                      FROM {t} AS t WHERE {keys}"
                 ),
                 vec![jsonb],

@@ -141,11 +141,13 @@ fn waiters_statement(client: &SpiClient<'_>) -> Result<Rc<OwnedPreparedStatement
     let plan = Rc::new(
         client
             .prepare(
-                "SELECT coalesce(array_agg(DISTINCT l.pid ORDER BY l.pid), '{}')
+                "SELECT coalesce(pg_catalog.array_agg(DISTINCT l.pid ORDER BY l.pid), '{}')
                  FROM pg_catalog.pg_locks l
-                 WHERE l.locktype = 'tuple'
-                   AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
-                   AND l.relation = $1 AND l.page = $2 AND l.tuple = $3 AND l.pid <> ALL ($4)",
+                 WHERE l.locktype OPERATOR(pg_catalog.=) 'tuple'
+                   AND l.database OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database d
+                                     WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
+                   AND l.relation OPERATOR(pg_catalog.=) $1 AND l.page OPERATOR(pg_catalog.=) $2
+                   AND l.tuple OPERATOR(pg_catalog.=) $3 AND l.pid OPERATOR(pg_catalog.<>) ALL ($4)",
                 &[
                     PgOid::BuiltIn(pg_sys::BuiltinOid::OIDOID),
                     PgOid::BuiltIn(pg_sys::BuiltinOid::INT4OID),

@@ -2,8 +2,14 @@
 //! and taking it out again. Declared in `sql/enable.sql`.
 //!
 //! Both run with the caller's privileges and require ownership of the table, as `ALTER
-//! TABLE` does; all DDL is built with quoted identifiers and runs in the caller's
-//! transaction, so a failure leaves nothing half-done.
+//! TABLE` does; all DDL is built with quoted identifiers and qualified names and runs in the
+//! caller's transaction, so a failure leaves nothing half-done.
+//!
+//! The one statement that runs the table owner's code, the UPDATE that fills NULL versions
+//! (it fires the owner's triggers and evaluates their index expressions), runs as the owner
+//! in a security-restricted operation, as Postgres runs VACUUM, ANALYZE and CREATE INDEX
+//! since CVE-2022-1552: a superuser enabling another role's table never runs that role's
+//! code with superuser rights.
 
 use std::ffi::CStr;
 
@@ -112,6 +118,7 @@ struct Table {
     display: String,
     /// `"schema"."table"` for SQL.
     quoted: String,
+    owner: pg_sys::Oid,
 }
 
 /// Our trigger on a table, if there is one.
@@ -125,11 +132,11 @@ enum Installed {
 fn owned_table(client: &mut SpiClient<'_>, rel: pg_sys::Oid) -> Result<Table, EnableError> {
     let row = client
         .select(
-            "SELECT c.relkind::text, n.nspname::text, c.relname::text,
-                    pg_catalog.pg_has_role(c.relowner, 'USAGE')
+            "SELECT c.relkind::pg_catalog.text, n.nspname::pg_catalog.text, c.relname::pg_catalog.text,
+                    pg_catalog.pg_has_role(c.relowner, 'USAGE'), c.relowner
              FROM pg_catalog.pg_class c
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.oid = $1",
+             JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+             WHERE c.oid OPERATOR(pg_catalog.=) $1",
             Some(1),
             &[rel.into()],
         )?
@@ -144,6 +151,7 @@ fn owned_table(client: &mut SpiClient<'_>, rel: pg_sys::Oid) -> Result<Table, En
         oid: rel,
         display: format!("{schema}.{name}"),
         quoted: quote_qualified_identifier(&schema, &name),
+        owner: row.get::<pg_sys::Oid>(5)?.unwrap_or(pg_sys::InvalidOid),
     };
     let kind = match relkind.as_str() {
         "r" | "p" => None,
@@ -168,11 +176,11 @@ fn owned_table(client: &mut SpiClient<'_>, rel: pg_sys::Oid) -> Result<Table, En
 fn installed_trigger(client: &mut SpiClient<'_>, table: &Table) -> Result<Installed, EnableError> {
     let row = client
         .select(
-            "SELECT t.tgfoid = 'rowversion.version_trigger()'::pg_catalog.regprocedure,
-                    parent.tgrelid::pg_catalog.regclass::text
+            "SELECT t.tgfoid OPERATOR(pg_catalog.=) 'rowversion.version_trigger()'::pg_catalog.regprocedure::pg_catalog.oid,
+                    parent.tgrelid::pg_catalog.regclass::pg_catalog.text
              FROM pg_catalog.pg_trigger t
-             LEFT JOIN pg_catalog.pg_trigger parent ON parent.oid = t.tgparentid
-             WHERE t.tgrelid = $1 AND t.tgname = $2",
+             LEFT JOIN pg_catalog.pg_trigger parent ON parent.oid OPERATOR(pg_catalog.=) t.tgparentid
+             WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 AND t.tgname OPERATOR(pg_catalog.=) $2::pg_catalog.name",
             Some(1),
             &[table.oid.into(), TRIGGER_NAME.into()],
         )?
@@ -208,9 +216,10 @@ fn enable_table(
     let existing = client
         .select(
             "SELECT a.atttypid, pg_catalog.format_type(a.atttypid, a.atttypmod),
-                    a.attnotnull, a.attgenerated::text, a.attidentity::text
+                    a.attnotnull, a.attgenerated::pg_catalog.text, a.attidentity::pg_catalog.text
              FROM pg_catalog.pg_attribute a
-             WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+             WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attname OPERATOR(pg_catalog.=) $2::pg_catalog.name
+               AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped",
             Some(1),
             &[table.oid.into(), column.into()],
         )?
@@ -261,16 +270,46 @@ fn enable_table(
     if may_hold_nulls {
         // Runs under the new trigger: a stored NULL counts as version 0, so setting 1 is
         // accepted as the next version in either mode.
-        client.update(
-            &format!(
-                "UPDATE {} SET {quoted_column} = 1 WHERE {quoted_column} IS NULL",
-                table.quoted
-            ),
-            None,
-            &[],
-        )?;
+        let fill = format!("UPDATE {} SET {quoted_column} = 1 WHERE {quoted_column} IS NULL", table.quoted);
+        as_owner(table.owner, || client.update(&fill, None, &[]))?;
     }
     Ok(())
+}
+
+/// Runs `work` as `owner` in a security-restricted operation (no SET ROLE, no temporary
+/// objects, no lasting GUC changes) with `search_path` set to `pg_catalog, pg_temp`: what
+/// Postgres does around code of a table's owner that a maintenance command runs (the
+/// search_path part since Postgres 17). Functions that the owner's triggers and index
+/// expressions call must therefore be schema-qualified or set their own search_path.
+///
+/// On an error nothing here is restored: the (sub)transaction abort that follows every
+/// ERROR restores the user and the GUC nesting level, as it does for VACUUM.
+fn as_owner<T>(owner: pg_sys::Oid, work: impl FnOnce() -> T) -> T {
+    let (mut caller, mut context) = (pg_sys::InvalidOid, 0);
+    // SAFETY: plain calls into Postgres' user-identity and GUC machinery, paired below.
+    let nest_level = unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut caller, &mut context);
+        pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_RESTRICTED_OPERATION as i32);
+        let nest_level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        nest_level
+    };
+    let result = work();
+    // SAFETY: undoes the above, in reverse order.
+    unsafe {
+        pg_sys::AtEOXact_GUC(true, nest_level);
+        pg_sys::SetUserIdAndSecContext(caller, context);
+    }
+    result
 }
 
 fn disable_table(client: &mut SpiClient<'_>, rel: pg_sys::Oid) -> Result<(), EnableError> {

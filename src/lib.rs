@@ -24,6 +24,7 @@ mod version_column;
 
 ::pgrx::pg_module_magic!(name, version);
 
+extension_sql_file!("../sql/bootstrap.sql", name = "schema_check", bootstrap);
 extension_sql_file!("../sql/trigger.sql", name = "trigger_function");
 extension_sql_file!("../sql/enable.sql", name = "enable_functions");
 extension_sql_file!("../sql/tables.sql", name = "tables_view", requires = ["trigger_function"]);

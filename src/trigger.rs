@@ -14,6 +14,7 @@ use pgrx::trigger_support::{
     called_as_trigger, trigger_fired_before, trigger_fired_by_insert, trigger_fired_by_update,
     trigger_fired_for_row,
 };
+use pgrx::spi::quote_identifier;
 use pgrx::PgSqlErrorCode;
 
 use crate::report::{raise_on_column, Report};
@@ -32,8 +33,9 @@ pub enum TriggerError {
     VersionRequired { table: String, column: String },
     #[error("null value supplied for version column \"{column}\" of table \"{table}\"")]
     NullVersion { table: String, column: String },
+    /// `key` and `found` are `None` where the current role may not read them.
     #[error("row version conflict on table \"{table}\"")]
-    Conflict { table: String, key: Option<String>, expected: i64, found: i64 },
+    Conflict { table: String, key: Option<String>, expected: i64, found: Option<i64> },
 }
 
 impl TriggerError {
@@ -53,12 +55,16 @@ impl TriggerError {
             Self::VersionRequired { table, .. } => Some(format!(
                 "Table \"{table}\" is versioned in strict mode: every UPDATE states the version it read."
             )),
-            Self::Conflict { key: Some(key), expected, found, .. } => {
-                Some(format!("Key {key}: expected version {expected}, found version {found}."))
-            }
-            Self::Conflict { key: None, expected, found, .. } => {
-                Some(format!("Expected version {expected}, found version {found}."))
-            }
+            Self::Conflict { key, expected, found, .. } => Some(match (key, found) {
+                (Some(key), Some(found)) => {
+                    format!("Key {key}: expected version {expected}, found version {found}.")
+                }
+                (None, Some(found)) => format!("Expected version {expected}, found version {found}."),
+                (Some(key), None) => {
+                    format!("Key {key}: expected version {expected}; the stored version is hidden.")
+                }
+                (None, None) => "Key and version hidden: the row has changed.".into(),
+            }),
             _ => None,
         }
     }
@@ -72,7 +78,8 @@ impl TriggerError {
                 Some("A version column must be smallint, integer or bigint.".into())
             }
             Self::VersionRequired { column, .. } => Some(format!(
-                "Add \"{column}\" = <the version you read> to the SET list, or switch the table to lenient mode with rowversion.enable()."
+                "Add {} = <the version you read> to the SET list, or switch the table to lenient mode with rowversion.enable().",
+                quote_identifier(column)
             )),
             Self::NullVersion { .. } => Some("Supply the version you read.".into()),
             Self::Conflict { .. } => {
@@ -209,12 +216,8 @@ unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> p
             Some(supplied) if supplied == next => new_row,
             Some(supplied) => {
                 let key = describe_key(rel, stored_row);
-                raise(rel, column, |table, _| TriggerError::Conflict {
-                    table,
-                    key,
-                    expected: supplied,
-                    found: stored,
-                })
+                let found = version_readable(rel, column.attnum).then_some(stored);
+                raise(rel, column, |table, _| TriggerError::Conflict { table, key, expected: supplied, found })
             }
         }
     }
@@ -288,6 +291,45 @@ pub unsafe fn describe_key(rel: pg_sys::Relation, row: pg_sys::HeapTuple) -> Opt
         pg_sys::index_close(index, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
         (!description.is_null()).then(|| CStr::from_ptr(description).to_string_lossy().into_owned())
     }
+}
+
+/// Whether the current role could read the version column of `rel` with a plain SELECT: it
+/// has SELECT on the table or the column, and no row-level security applies, the rules by
+/// which `BuildIndexValueDescription` shows a key. A partition's row can also be read through
+/// any partitioned table above it, so those are asked too.
+unsafe fn version_readable(rel: pg_sys::Relation, attnum: i16) -> bool {
+    // SAFETY: `rel` is open and `attnum` one of its columns; the ancestors of a partition
+    // exist while it is open, and the column, inherited, has the same name in each.
+    unsafe {
+        let user = pg_sys::GetUserId();
+        let name = version_column::attribute((*rel).rd_att, attnum).attname.data.as_ptr();
+        let (mut relid, mut attnum) = ((*rel).rd_id, attnum);
+        loop {
+            let no_rls = pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, true)
+                != pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32;
+            let select = pg_sys::ACL_SELECT as pg_sys::AclMode;
+            if no_rls
+                && (pg_sys::pg_class_aclcheck(relid, user, select) == pg_sys::AclResult::ACLCHECK_OK
+                    || pg_sys::pg_attribute_aclcheck(relid, attnum, user, select)
+                        == pg_sys::AclResult::ACLCHECK_OK)
+            {
+                return true;
+            }
+            if !pg_sys::get_rel_relispartition(relid) {
+                return false;
+            }
+            // SAFETY: `relid` is a partition (checked above), so it has a parent; an ERROR
+            // from it becomes a Rust panic at this boundary.
+            relid = pg_sys::ffi::pg_guard_ffi_boundary(|| get_partition_parent(relid, true));
+            attnum = pg_sys::get_attnum(relid, name);
+        }
+    }
+}
+
+unsafe extern "C-unwind" {
+    /// partition.h, not in pgrx's bindings: the parent of a partition (errors for a table
+    /// that is not one).
+    fn get_partition_parent(relid: pg_sys::Oid, even_if_detached: bool) -> pg_sys::Oid;
 }
 
 /// Raises the error built by `make(table, column)` against the version column of `rel`.
