@@ -141,7 +141,7 @@ BEGIN
 END
 $$;
 RESET ROLE;
-SELECT count(*) > 350 AS planted_operators FROM pg_operator WHERE oprnamespace = 'public'::regnamespace;
+SELECT count(*) > 300 AS planted_operators FROM pg_operator WHERE oprnamespace = 'public'::regnamespace;
 
 -- Every entry point, run by the superuser under one search_path. Each call reports 'ok' or
 -- its error; the calls themselves qualify what they use, so only the extension is on trial.
