@@ -349,6 +349,14 @@ mod tests {
     }
 
     #[pg_test]
+    fn include_columns_of_the_primary_key_are_not_part_of_the_key() {
+        run("CREATE TABLE incl (id int, extra int, note text, PRIMARY KEY (id) INCLUDE (extra))");
+        run("SELECT rowversion.enable('incl')");
+        run("INSERT INTO incl VALUES (1, 2, 'a')");
+        assert_eq!(int(r#"SELECT rowversion.update('incl', '{"id": 1}', 1, '{"note": "b"}')"#), 2);
+    }
+
+    #[pg_test]
     fn conflict_detail_shows_the_version_to_a_role_that_reads_it_through_the_partitioned_table() {
         run("CREATE TABLE parted (id int PRIMARY KEY, price int) PARTITION BY RANGE (id)");
         run("CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (10)");
