@@ -3,35 +3,35 @@
 //! `rowversion.update`, `try_update`, `delete`, `current_version` and `update_many`, declared
 //! in `sql/checked.sql`.
 //!
-//! Each runs one statement with the caller's privileges, built with quoted identifiers and
-//! run with the key, the changes and the version as parameters. Values are converted by
-//! `jsonb_populate_record` on the table's row type, so they follow Postgres' own JSON-to-column
-//! rules. Statements are prepared once per table and column set and kept for the session,
-//! until the table's definition changes (a relcache invalidation).
-//!
-//! Every name in these statements is qualified: tables and columns are quoted, functions,
-//! types and operators are pg_catalog's, and a key column is compared with the equality
-//! operator of its primary-key index's operator class, named by that operator's own schema.
-//! So the caller's `search_path` cannot put another role's operator into a statement that a
-//! superuser runs.
+//! Each runs one statement with the caller's privileges (see [`crate::table`]), with the key,
+//! the changes and the version as parameters. Before it reads a large argument it checks the
+//! table (versioned, with a primary key) and the caller's privileges, so a role that may not
+//! write the table cannot make the server work through a payload. The jsonb arguments are read
+//! in place ([`crate::jsonb`]) and their values converted by Postgres.
 //!
 //! The version check is in the statement's WHERE clause; when it matches no row, a second
 //! look tells a missing row (`P0002`) from a stale version, which is reported as the same
-//! `40001` conflict the trigger raises, error fields included. The functions are plain V1 C
-//! functions so that this error leaves through Postgres' `errfinish` with those fields intact.
+//! `40001` conflict the trigger raises, error fields included.
 
-use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
-use pgrx::spi::{quote_identifier, quote_literal, quote_qualified_identifier, OwnedPreparedStatement};
-use pgrx::{JsonB, PgOid, PgRelation, PgSqlErrorCode};
-use serde_json::Value;
+use pgrx::spi::quote_literal;
+use pgrx::{PgRelation, PgSqlErrorCode};
 
-use crate::report::{raise_on_column, Report};
+use crate::encoding;
+use crate::fmgr::{finish, v1_function_info, Arg};
+use crate::jsonb::{numeric_to_i64, Container, Value};
+use crate::report::Report;
+use crate::table::{prepared, table, Statement, Table};
 use crate::trigger::{describe_key, TriggerError};
+
+/// At most this many names of a key's extra fields, and this many characters of a key,
+/// appear in a message.
+const NAMES_SHOWN: usize = 10;
+const KEY_CHARS_SHOWN: usize = 200;
+const NAME_CHARS_SHOWN: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckedError {
@@ -45,10 +45,12 @@ pub enum CheckedError {
     VersioningDisabled { table: String, quoted: String },
     #[error("table \"{0}\" has no primary key")]
     NoPrimaryKey(String),
+    #[error("permission denied for table {0}")]
+    PermissionDenied(String),
     #[error("{0} must be a JSON object")]
     NotAnObject(&'static str),
     #[error("key does not match the primary key of table \"{table}\"")]
-    KeyMismatch { table: String, missing: Vec<String>, extra: Vec<String>, primary_key: Vec<String> },
+    KeyMismatch { table: String, missing: Vec<String>, extra: Vec<String>, more: usize, primary_key: Vec<String> },
     #[error("column \"{column}\" of table \"{table}\" does not exist")]
     UnknownColumn { table: String, column: String },
     #[error("changes must not set {kind} column \"{column}\" of table \"{table}\"")]
@@ -71,6 +73,7 @@ impl CheckedError {
             Self::NotVersioned { .. } | Self::VersioningDisabled { .. } | Self::NoPrimaryKey(_) => {
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
+            Self::PermissionDenied(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             Self::NotAnObject(_) | Self::KeyMismatch { .. } | Self::BadRow { .. } => {
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
             }
@@ -87,13 +90,14 @@ impl CheckedError {
             columns.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ")
         };
         match self {
-            Self::KeyMismatch { missing, extra, primary_key, .. } => {
+            Self::KeyMismatch { missing, extra, more, primary_key, .. } => {
                 let mut detail = String::new();
                 if !missing.is_empty() {
                     detail.push_str(&format!("Missing: {}. ", names(missing)));
                 }
                 if !extra.is_empty() {
-                    detail.push_str(&format!("Not in the primary key: {}. ", names(extra)));
+                    let more = if *more > 0 { format!(" and {more} more") } else { String::new() };
+                    detail.push_str(&format!("Not in the primary key: {}{more}. ", names(extra)));
                 }
                 detail.push_str(&format!("The primary key is ({}).", names(primary_key)));
                 Some(detail)
@@ -115,390 +119,177 @@ impl CheckedError {
             Self::SystemSetColumn { kind: "version", .. } => Some(
                 "The version moves by itself: pass the version you read as expected_version.".into(),
             ),
+            Self::PermissionDenied(_) => Some(
+                "A checked function needs what its statement needs: SELECT on the key and version columns, and UPDATE (or DELETE) on the table."
+                    .into(),
+            ),
             _ => None,
         }
     }
+}
 
-    /// Raises this error. A conflict goes out as the trigger's conflict, with its fields.
-    pub fn raise(self) -> ! {
-        if let Self::Conflict { relid, attnum, table, key, expected, found } = self {
+impl From<CheckedError> for Report {
+    /// A conflict goes out as the trigger's conflict, with its fields.
+    fn from(error: CheckedError) -> Self {
+        if let CheckedError::Conflict { relid, attnum, table, key, expected, found } = error {
             // The stored version came from the probe, a SELECT with the caller's privileges and
             // row-level security: the caller could read it with plain SQL.
-            let report = TriggerError::Conflict { table, key, expected, found: Some(found) }.into_report();
-            // SAFETY: the table was just updated through, so it exists and is locked; this
-            // frame holds nothing that needs dropping (report is consumed).
-            unsafe {
-                let rel = pg_sys::relation_open(relid, pg_sys::NoLock as pg_sys::LOCKMODE);
-                raise_on_column(rel, attnum, report)
-            }
+            return Report::from(TriggerError::Conflict { table, key, expected, found: Some(found) })
+                .on_column(relid, attnum);
         }
-        Report { code: self.sqlstate(), message: self.to_string(), detail: self.detail(), hint: self.hint() }
-            .raise()
+        Report::new(error.sqlstate(), error.to_string(), error.detail(), error.hint())
     }
 }
 
 pub type Result<T> = std::result::Result<T, CheckedError>;
 
-/// What statements that find one row by its primary key need to know about a table.
-pub struct Table {
-    pub display: String,
-    pub quoted: String,
-    /// `None` when the table is not versioned.
-    versioning: Option<Versioning>,
-    primary_key: Vec<KeyColumn>,
-    /// Every column, and whether it is generated.
-    columns: HashMap<String, bool>,
-}
-
-/// A primary key column, and `OPERATOR(schema.=)`: the equality operator of the key index's
-/// operator class, which is what makes the condition an index lookup.
-struct KeyColumn {
-    name: String,
-    equals: String,
-}
-
-struct Versioning {
-    column: String,
-    attnum: i16,
-    enabled: bool,
-}
-
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub enum Statement {
-    /// UPDATE of these columns (sorted) and the version.
-    Update(Vec<String>),
+/// What the caller is about to do to a table.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Update,
     Delete,
-    /// The current version of a row, and its key as a row of the table's type.
-    Probe,
-    /// Where a row is: its partition and its tuple (block, offset).
-    Locate,
 }
 
-struct CachedTable {
-    table: Rc<Table>,
-    statements: HashMap<Statement, Rc<OwnedPreparedStatement>>,
-}
-
-/// Relations whose cached statements must be rebuilt, or `All` of them.
-enum Stale {
-    Some(HashSet<pg_sys::Oid>),
-    All,
-}
-
-thread_local! {
-    static TABLES: RefCell<HashMap<pg_sys::Oid, CachedTable>> = RefCell::new(HashMap::new());
-    /// Written by the relcache callback, which must not free plans or touch `TABLES` (it can
-    /// run while `TABLES` is borrowed, inside any catalog access).
-    static STALE: RefCell<Stale> = RefCell::new(Stale::Some(HashSet::new()));
-}
-
-/// Called from the relcache invalidation callback.
-pub fn forget(relid: pg_sys::Oid) {
-    STALE.with_borrow_mut(|stale| match stale {
-        Stale::All => {}
-        Stale::Some(_) if relid == pg_sys::InvalidOid => *stale = Stale::All,
-        Stale::Some(relids) => {
-            relids.insert(relid);
-        }
-    });
-}
-
-/// Drops cache entries that were invalidated since the last call.
-fn drop_stale() {
-    let stale = STALE.with_borrow_mut(|stale| std::mem::replace(stale, Stale::Some(HashSet::new())));
-    TABLES.with_borrow_mut(|tables| match stale {
-        Stale::All => tables.clear(),
-        Stale::Some(relids) => relids.iter().for_each(|relid| {
-            tables.remove(relid);
-        }),
-    });
-}
-
-/// The table, from the session's cache.
-pub fn table(relid: pg_sys::Oid) -> Result<Rc<Table>> {
-    drop_stale();
-    if let Some(table) = TABLES.with_borrow(|tables| tables.get(&relid).map(|t| t.table.clone())) {
-        return Ok(table);
+/// The caller's rights, checked before any large argument is read: what the statement itself
+/// will need, SELECT on the key and version columns, and UPDATE of the version column or
+/// DELETE on the table.
+fn check_access(table: &Table, version_attnum: i16, access: Access) -> Result<()> {
+    // SAFETY: plain catalog checks for the current user on an existing table.
+    let may = |attnum: i16, mode: u32| unsafe {
+        let (relid, user, mode) = (table.relid, pg_sys::GetUserId(), mode as pg_sys::AclMode);
+        pg_sys::pg_class_aclcheck(relid, user, mode) == pg_sys::AclResult::ACLCHECK_OK
+            || (attnum > 0
+                && pg_sys::pg_attribute_aclcheck(relid, attnum, user, mode) == pg_sys::AclResult::ACLCHECK_OK)
+    };
+    let reads = table.primary_key.iter().map(|c| c.attnum).chain([version_attnum]).all(|a| may(a, pg_sys::ACL_SELECT));
+    let writes = match access {
+        Access::Read => true,
+        Access::Update => may(version_attnum, pg_sys::ACL_UPDATE),
+        Access::Delete => may(0, pg_sys::ACL_DELETE),
+    };
+    if reads && writes {
+        Ok(())
+    } else {
+        Err(CheckedError::PermissionDenied(table.name.clone()))
     }
-    let table = Rc::new(load_table(relid)?);
-    TABLES.with_borrow_mut(|tables| {
-        tables.insert(relid, CachedTable { table: table.clone(), statements: HashMap::new() })
-    });
-    Ok(table)
 }
 
-fn load_table(relid: pg_sys::Oid) -> Result<Table> {
-    Spi::connect(|client| {
-        let row = client
-            .select(
-                "SELECT n.nspname::pg_catalog.text, c.relname::pg_catalog.text
-                 FROM pg_catalog.pg_class c
-                 JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
-                 WHERE c.oid OPERATOR(pg_catalog.=) $1",
-                Some(1),
-                &[relid.into()],
-            )?
-            .first();
-        if row.is_empty() {
-            return Err(CheckedError::NoSuchRelation(relid.to_u32()));
+/// The table, checked to be versioned and enabled, with a primary key, and `access`ible to
+/// the caller; and the attnum of its version column.
+fn checked_table(relid: pg_sys::Oid, access: Access) -> Result<(Rc<Table>, i16)> {
+    let table = table(relid)?;
+    let attnum = match &table.versioning {
+        None => return Err(CheckedError::NotVersioned { table: table.display.clone(), quoted: table.quoted.clone() }),
+        Some(v) if !v.enabled => {
+            return Err(CheckedError::VersioningDisabled { table: table.display.clone(), quoted: table.quoted.clone() })
         }
-        let (schema, name) = row.get_two::<String, String>()?;
-        let (schema, name) = (schema.unwrap_or_default(), name.unwrap_or_default());
-        let display = format!("{schema}.{name}");
+        Some(v) => v.attnum,
+    };
+    if table.primary_key.is_empty() {
+        return Err(CheckedError::NoPrimaryKey(table.display.clone()));
+    }
+    check_access(&table, attnum, access)?;
+    Ok((table, attnum))
+}
 
-        let trigger = client
-            .select(
-                "SELECT a.attname::pg_catalog.text, a.attnum,
-                        t.tgenabled OPERATOR(pg_catalog.=) 'O' OR t.tgenabled OPERATOR(pg_catalog.=) 'A'
-                 FROM pg_catalog.pg_trigger t
-                 JOIN pg_catalog.pg_depend d
-                   ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_trigger'::pg_catalog.regclass::pg_catalog.oid
-                  AND d.objid OPERATOR(pg_catalog.=) t.oid
-                  AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid
-                  AND d.refobjid OPERATOR(pg_catalog.=) t.tgrelid AND d.refobjsubid OPERATOR(pg_catalog.>) 0
-                 JOIN pg_catalog.pg_attribute a
-                   ON a.attrelid OPERATOR(pg_catalog.=) t.tgrelid AND a.attnum OPERATOR(pg_catalog.=) d.refobjsubid
-                 WHERE t.tgrelid OPERATOR(pg_catalog.=) $1
-                   AND t.tgfoid OPERATOR(pg_catalog.=) 'rowversion.version_trigger()'::pg_catalog.regprocedure::pg_catalog.oid",
-                Some(1),
-                &[relid.into()],
-            )?
-            .first();
-        let versioning = if trigger.is_empty() {
-            None
-        } else {
-            let (column, attnum, enabled) = trigger.get_three::<String, i16, bool>()?;
-            Some(Versioning {
-                column: column.unwrap_or_default(),
-                attnum: attnum.unwrap_or_default(),
-                enabled: enabled.unwrap_or(false),
-            })
-        };
+/// A jsonb name (a key of `key` or `changes`) for a message.
+fn shown_name(name: &[u8]) -> String {
+    // SAFETY: `name` is a readable byte slice.
+    let mut shown = unsafe { encoding::from_server_lossy(name.as_ptr().cast(), name.len()) };
+    if let Some((cut, _)) = shown.char_indices().nth(NAME_CHARS_SHOWN) {
+        shown.truncate(cut);
+        shown.push_str("...");
+    }
+    shown
+}
 
-        // The key columns (not INCLUDE columns) in index order, each with the equality
-        // operator of its operator class (btree strategy 3) and that operator's schema.
-        let primary_key = client
-            .select(
-                "SELECT a.attname::pg_catalog.text, n.nspname::pg_catalog.text, o.oprname::pg_catalog.text
-                 FROM pg_catalog.pg_index i
-                 CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(i.indkey::pg_catalog.int2[]),
-                                               pg_catalog.unnest(i.indclass::pg_catalog.oid[]))
-                      WITH ORDINALITY AS k (attnum, opclass, position)
-                 JOIN pg_catalog.pg_attribute a
-                   ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid AND a.attnum OPERATOR(pg_catalog.=) k.attnum
-                 JOIN pg_catalog.pg_opclass c ON c.oid OPERATOR(pg_catalog.=) k.opclass
-                 JOIN pg_catalog.pg_amop e
-                   ON e.amopfamily OPERATOR(pg_catalog.=) c.opcfamily
-                  AND e.amoplefttype OPERATOR(pg_catalog.=) c.opcintype
-                  AND e.amoprighttype OPERATOR(pg_catalog.=) c.opcintype
-                  AND e.amopstrategy OPERATOR(pg_catalog.=) 3
-                 JOIN pg_catalog.pg_operator o ON o.oid OPERATOR(pg_catalog.=) e.amopopr
-                 JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) o.oprnamespace
-                 WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary
-                   AND k.position OPERATOR(pg_catalog.<=) i.indnkeyatts
-                 ORDER BY k.position",
-                None,
-                &[relid.into()],
-            )?
-            .map(|row| {
-                let text = |column| row.get::<String>(column).map(Option::unwrap_or_default);
-                Ok(KeyColumn {
-                    name: text(1)?,
-                    equals: format!("OPERATOR({}.{})", quote_identifier(text(2)?), text(3)?),
-                })
-            })
-            .collect::<std::result::Result<Vec<_>, pgrx::spi::SpiError>>()?;
-        let columns = client
-            .select(
-                "SELECT attname::pg_catalog.text, attgenerated OPERATOR(pg_catalog.<>) ''
-                 FROM pg_catalog.pg_attribute
-                 WHERE attrelid OPERATOR(pg_catalog.=) $1 AND attnum OPERATOR(pg_catalog.>) 0
-                   AND NOT attisdropped",
-                None,
-                &[relid.into()],
-            )?
-            .map(|row| Ok((row.get::<String>(1)?.unwrap_or_default(), row.get::<bool>(2)?.unwrap_or(false))))
-            .collect::<std::result::Result<HashMap<_, _>, pgrx::spi::SpiError>>()?;
-        Ok(Table {
-            display,
-            quoted: quote_qualified_identifier(&schema, &name),
-            versioning,
-            primary_key,
-            columns,
-        })
+/// Checks that `key` names exactly the primary key columns.
+pub fn check_key(table: &Table, key: Container) -> Result<()> {
+    if table.primary_key.is_empty() {
+        return Err(CheckedError::NoPrimaryKey(table.display.clone()));
+    }
+    if !key.is_object() {
+        return Err(CheckedError::NotAnObject("key"));
+    }
+    // A primary key has at most INDEX_MAX_KEYS (32) columns: one bit each.
+    let mut seen = 0u64;
+    let (mut extra, mut more) = (Vec::new(), 0);
+    key.for_each_key(|name| {
+        let position = table.column(name).and_then(|c| table.primary_key.iter().position(|k| k.attnum == c.attnum));
+        match position {
+            Some(position) => seen |= 1 << position,
+            None if extra.len() < NAMES_SHOWN => extra.push(shown_name(name)),
+            None => more += 1,
+        }
+        Ok::<_, CheckedError>(())
+    })?;
+    let missing: Vec<String> = table
+        .key_names()
+        .enumerate()
+        .filter(|(position, _)| seen & (1 << position) == 0)
+        .map(|(_, name)| name.clone())
+        .collect();
+    if missing.is_empty() && extra.is_empty() {
+        return Ok(());
+    }
+    Err(CheckedError::KeyMismatch {
+        table: table.display.clone(),
+        missing,
+        extra,
+        more,
+        primary_key: table.key_names().cloned().collect(),
     })
 }
 
-impl Table {
-    fn versioning(&self) -> Result<&Versioning> {
-        match &self.versioning {
-            None => Err(CheckedError::NotVersioned { table: self.display.clone(), quoted: self.quoted.clone() }),
-            Some(versioning) if !versioning.enabled => Err(CheckedError::VersioningDisabled {
-                table: self.display.clone(),
-                quoted: self.quoted.clone(),
-            }),
-            Some(versioning) => Ok(versioning),
-        }
+/// The columns `changes` sets, as sorted attnums (at most one per column of the table).
+fn changed_columns(table: &Table, version_attnum: i16, changes: Container) -> Result<Vec<i16>> {
+    if !changes.is_object() {
+        return Err(CheckedError::NotAnObject("changes"));
     }
-
-    /// Checks that `key` names exactly the primary key columns.
-    pub fn check_key(&self, key: &Value) -> Result<()> {
-        if self.primary_key.is_empty() {
-            return Err(CheckedError::NoPrimaryKey(self.display.clone()));
-        }
-        let Value::Object(fields) = key else {
-            return Err(CheckedError::NotAnObject("key"));
+    let mut attnums = Vec::new();
+    changes.for_each_key(|name| {
+        let Some(column) = table.column(name) else {
+            return Err(CheckedError::UnknownColumn { table: table.display.clone(), column: shown_name(name) });
         };
-        let missing: Vec<String> =
-            self.key_names().filter(|c| !fields.contains_key(*c)).cloned().collect();
-        let extra: Vec<String> =
-            fields.keys().filter(|k| !self.key_names().any(|c| c == *k)).cloned().collect();
-        if missing.is_empty() && extra.is_empty() {
-            return Ok(());
-        }
-        Err(CheckedError::KeyMismatch {
-            table: self.display.clone(),
-            missing,
-            extra,
-            primary_key: self.key_names().cloned().collect(),
-        })
-    }
-
-    fn key_names(&self) -> impl Iterator<Item = &String> {
-        self.primary_key.iter().map(|c| &c.name)
-    }
-
-    /// The columns `changes` sets, sorted, once checked.
-    fn changed_columns(&self, changes: &Value) -> Result<Vec<String>> {
-        let Value::Object(fields) = changes else {
-            return Err(CheckedError::NotAnObject("changes"));
+        let kind = match (column.attnum == version_attnum, column.generated) {
+            (true, _) => Some("version"),
+            (false, true) => Some("generated"),
+            (false, false) => None,
         };
-        let mut columns = Vec::with_capacity(fields.len());
-        for column in fields.keys() {
-            let kind = match self.columns.get(column) {
-                None => {
-                    return Err(CheckedError::UnknownColumn {
-                        table: self.display.clone(),
-                        column: column.clone(),
-                    })
-                }
-                Some(_) if self.versioning.as_ref().is_some_and(|v| v.column == *column) => {
-                    Some("version")
-                }
-                Some(true) => Some("generated"),
-                Some(false) => None,
-            };
-            if let Some(kind) = kind {
-                return Err(CheckedError::SystemSetColumn {
-                    table: self.display.clone(),
-                    column: column.clone(),
-                    kind,
-                });
-            }
-            columns.push(column.clone());
+        if let Some(kind) = kind {
+            return Err(CheckedError::SystemSetColumn {
+                table: table.display.clone(),
+                column: column.name.clone(),
+                kind,
+            });
         }
-        columns.sort();
-        Ok(columns)
-    }
-
-    /// `t.pk OPERATOR(s.=) (jsonb_populate_record(NULL::table, $1)).pk AND ...`: an index
-    /// condition whose right side is computed once per execution, so the plan is a plain
-    /// primary-key lookup.
-    pub fn key_condition(&self) -> String {
-        self.primary_key
-            .iter()
-            .map(|KeyColumn { name, equals }| {
-                let c = quote_identifier(name);
-                format!("t.{c} {equals} (pg_catalog.jsonb_populate_record(NULL::{}, $1)).{c}", self.quoted)
-            })
-            .collect::<Vec<_>>()
-            .join(" AND ")
-    }
-
-    /// SQL text and parameter types of a statement on this table. Values are converted with
-    /// `jsonb_populate_record` on the table's row type, in expressions rather than in a FROM
-    /// list: measured with callgrind, the joins to two function scans cost more to start
-    /// per execution than the whole hand-written UPDATE.
-    fn sql(&self, statement: &Statement) -> (String, Vec<PgOid>) {
-        let version_column = self.versioning.as_ref().map_or("", |v| v.column.as_str());
-        let (t, v, keys) = (&self.quoted, quote_identifier(version_column), self.key_condition());
-        let jsonb = PgOid::BuiltIn(pg_sys::BuiltinOid::JSONBOID);
-        let int8 = PgOid::BuiltIn(pg_sys::BuiltinOid::INT8OID);
-        match statement {
-            Statement::Update(columns) => {
-                let set = columns
-                    .iter()
-                    .map(|c| {
-                        let c = quote_identifier(c);
-                        format!("{c} = (pg_catalog.jsonb_populate_record(NULL::{t}, $2)).{c}, ")
-                    })
-                    .collect::<String>();
-                (
-                    format!(
-                        "UPDATE {t} AS t SET {set}{v} = $3
-                         WHERE {keys} AND t.{v} OPERATOR(pg_catalog.=) $3
-                         RETURNING t.{v}::pg_catalog.int8"
-                    ),
-                    vec![jsonb, jsonb, int8],
-                )
-            }
-            Statement::Delete => (
-                format!("DELETE FROM {t} AS t WHERE {keys} AND t.{v} OPERATOR(pg_catalog.=) $2 RETURNING 1"),
-                vec![jsonb, int8],
-            ),
-            Statement::Probe => (
-                format!(
-                    "SELECT t.{v}::pg_catalog.int8, pg_catalog.jsonb_populate_record(NULL::{t}, $1)
-                     FROM {t} AS t WHERE {keys}"
-                ),
-                vec![jsonb],
-            ),
-            Statement::Locate => (
-                format!(
-                    "SELECT t.tableoid, (t.ctid::pg_catalog.text::pg_catalog.point)[0]::pg_catalog.int8,
-                            (t.ctid::pg_catalog.text::pg_catalog.point)[1]::pg_catalog.int4
-                     FROM {t} AS t WHERE {keys}"
-                ),
-                vec![jsonb],
-            ),
-        }
-    }
+        attnums.push(column.attnum);
+        Ok(())
+    })?;
+    attnums.sort_unstable();
+    Ok(attnums)
 }
 
-/// The prepared statement for `statement` on `relid`, prepared on first use.
-pub fn prepared(relid: pg_sys::Oid, table: &Table, statement: Statement) -> Result<Rc<OwnedPreparedStatement>> {
-    let cached = TABLES.with_borrow(|tables| {
-        tables.get(&relid).and_then(|t| t.statements.get(&statement).cloned())
-    });
-    if let Some(plan) = cached {
-        return Ok(plan);
-    }
-    let (sql, types) = table.sql(&statement);
-    let plan = Rc::new(Spi::connect(|client| client.prepare_mut(sql.as_str(), &types).map(|p| p.keep()))?);
-    TABLES.with_borrow_mut(|tables| {
-        if let Some(cached) = tables.get_mut(&relid) {
-            cached.statements.insert(statement, plan.clone());
-        }
-    });
-    Ok(plan)
-}
-
-/// A jsonb argument, both parsed (to check it) and as the Datum handed to the statement.
+/// A jsonb argument: its Datum for the statement, and its document to read.
+#[derive(Clone, Copy)]
 pub struct JsonArg {
-    pub value: Value,
     datum: pg_sys::Datum,
+    pub document: Container,
 }
 
 impl JsonArg {
-    pub fn from_datum(datum: pg_sys::Datum) -> Self {
-        // SAFETY: the datum is a non-NULL jsonb argument of this call.
-        let value = unsafe { JsonB::from_datum(datum, false) }.map(|j| j.0).unwrap_or(Value::Null);
-        Self { value, datum }
+    /// # Safety
+    /// `datum` must be a non-NULL jsonb Datum that lives for the rest of the call.
+    pub unsafe fn from_datum(datum: pg_sys::Datum) -> Self {
+        // SAFETY: forwarded from the caller.
+        let document = unsafe { Container::from_datum(datum) };
+        Self { datum, document }
     }
 
-    pub fn from_value(value: Value) -> Self {
-        let datum = JsonB(value.clone()).into_datum().expect("jsonb is never NULL here");
-        Self { value, datum }
+    /// A nested object, copied into a jsonb Datum of its own.
+    fn from_container(document: Container) -> Self {
+        Self { datum: document.to_datum(), document }
     }
 
     pub fn arg(&self) -> DatumWithOid<'static> {
@@ -514,12 +305,10 @@ enum Checked {
     Missing,
 }
 
-fn checked_update(relid: pg_sys::Oid, key: &JsonArg, expected: i64, changes: &JsonArg) -> Result<(Rc<Table>, Checked)> {
-    let table = table(relid)?;
-    table.versioning()?;
-    table.check_key(&key.value)?;
-    let columns = table.changed_columns(&changes.value)?;
-    let plan = prepared(relid, &table, Statement::Update(columns))?;
+fn checked_update(table: &Table, version_attnum: i16, key: JsonArg, expected: i64, changes: JsonArg) -> Result<Checked> {
+    check_key(table, key.document)?;
+    let columns = changed_columns(table, version_attnum, changes.document)?;
+    let plan = prepared(table, Statement::Update(columns))?;
     let updated = Spi::connect_mut(|client| {
         let rows = client.update(&*plan, Some(1), &[key.arg(), changes.arg(), expected.into()])?;
         if rows.is_empty() {
@@ -528,28 +317,28 @@ fn checked_update(relid: pg_sys::Oid, key: &JsonArg, expected: i64, changes: &Js
             rows.first().get_one::<i64>()
         }
     })?;
-    let outcome = match updated {
-        Some(version) => Checked::Applied(version),
-        None => why_not(relid, &table, key, expected)?,
-    };
-    Ok((table, outcome))
+    match updated {
+        Some(version) => Ok(Checked::Applied(version)),
+        None => why_not(table, key, expected),
+    }
 }
 
-fn checked_delete(relid: pg_sys::Oid, key: &JsonArg, expected: i64) -> Result<(Rc<Table>, Checked)> {
-    let table = table(relid)?;
-    table.versioning()?;
-    table.check_key(&key.value)?;
-    let plan = prepared(relid, &table, Statement::Delete)?;
+fn checked_delete(table: &Table, key: JsonArg, expected: i64) -> Result<Checked> {
+    check_key(table, key.document)?;
+    let plan = prepared(table, Statement::Delete)?;
     let deleted = Spi::connect_mut(|client| {
         client.update(&*plan, Some(1), &[key.arg(), expected.into()]).map(|rows| !rows.is_empty())
     })?;
-    let outcome = if deleted { Checked::Applied(expected) } else { why_not(relid, &table, key, expected)? };
-    Ok((table, outcome))
+    if deleted {
+        Ok(Checked::Applied(expected))
+    } else {
+        why_not(table, key, expected)
+    }
 }
 
 /// After a checked statement matched no row: is the row missing, or at another version?
-fn why_not(relid: pg_sys::Oid, table: &Table, key: &JsonArg, expected: i64) -> Result<Checked> {
-    let plan = prepared(relid, table, Statement::Probe)?;
+fn why_not(table: &Table, key: JsonArg, expected: i64) -> Result<Checked> {
+    let plan = prepared(table, Statement::Probe)?;
     Spi::connect(|client| {
         let rows = client.select(&*plan, Some(1), &[key.arg()])?;
         if rows.is_empty() {
@@ -566,7 +355,7 @@ fn why_not(relid: pg_sys::Oid, table: &Table, key: &JsonArg, expected: i64) -> R
         // SAFETY: column 2 is a row of the table's own type, so the table's descriptor reads
         // its key columns; the relation is open for the duration of the call.
         let key = key_row.and_then(|datum| unsafe {
-            let relation = PgRelation::with_lock(relid, pg_sys::NoLock as pg_sys::LOCKMODE);
+            let relation = PgRelation::with_lock(table.relid, pg_sys::NoLock as pg_sys::LOCKMODE);
             let header = pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) as pg_sys::HeapTupleHeader;
             let mut tuple = pg_sys::HeapTupleData {
                 t_len: pgrx::varlena::varsize(header.cast()) as u32,
@@ -579,11 +368,9 @@ fn why_not(relid: pg_sys::Oid, table: &Table, key: &JsonArg, expected: i64) -> R
     })
 }
 
-fn current(relid: pg_sys::Oid, key: &JsonArg) -> Result<Option<i64>> {
-    let table = table(relid)?;
-    table.versioning()?;
-    table.check_key(&key.value)?;
-    let plan = prepared(relid, &table, Statement::Probe)?;
+fn current(table: &Table, key: JsonArg) -> Result<Option<i64>> {
+    check_key(table, key.document)?;
+    let plan = prepared(table, Statement::Probe)?;
     Ok(Spi::connect(|client| {
         let rows = client.select(&*plan, Some(1), &[key.arg()])?;
         if rows.is_empty() {
@@ -595,13 +382,16 @@ fn current(relid: pg_sys::Oid, key: &JsonArg) -> Result<Option<i64>> {
 }
 
 /// Turns a missing row or a conflict into the error `update`/`delete` raise.
-fn require_applied(relid: pg_sys::Oid, table: &Table, key: &JsonArg, expected: i64, outcome: Checked) -> Result<i64> {
+fn require_applied(table: &Table, version_attnum: i16, key: JsonArg, expected: i64, outcome: Checked) -> Result<i64> {
     match outcome {
         Checked::Applied(version) => Ok(version),
-        Checked::Missing => Err(CheckedError::NoSuchRow { table: table.display.clone(), key: key.value.to_string() }),
+        Checked::Missing => Err(CheckedError::NoSuchRow {
+            table: table.display.clone(),
+            key: key.document.to_text(KEY_CHARS_SHOWN),
+        }),
         Checked::Conflict { found, key } => Err(CheckedError::Conflict {
-            relid,
-            attnum: table.versioning()?.attnum,
+            relid: table.relid,
+            attnum: version_attnum,
             table: table.display.clone(),
             key,
             expected,
@@ -610,80 +400,73 @@ fn require_applied(relid: pg_sys::Oid, table: &Table, key: &JsonArg, expected: i
     }
 }
 
-fn update_many(relid: pg_sys::Oid, rows: &Value) -> Result<i64> {
-    let Value::Array(rows) = rows else {
+fn update_many(table: &Table, version_attnum: i16, rows: Container) -> Result<i64> {
+    if !rows.is_array() {
         return Err(CheckedError::NotAnObject("rows (an array of objects)"));
-    };
-    let mut updated = 0;
-    for (index, row) in rows.iter().enumerate() {
-        let bad = |problem| CheckedError::BadRow { index, problem };
+    }
+    let (mut index, mut updated) = (0, 0);
+    rows.for_each_element(|row| {
+        let here = index;
+        let bad = move |problem| CheckedError::BadRow { index: here, problem };
         let Value::Object(row) = row else {
             return Err(bad("each row must be an object with \"key\", \"version\" and \"changes\""));
         };
-        let key = row.get("key").filter(|k| k.is_object()).ok_or_else(|| bad("\"key\" must be an object"))?;
-        let expected = row.get("version").and_then(Value::as_i64).ok_or_else(|| bad("\"version\" must be an integer"))?;
-        let changes = row.get("changes").filter(|c| c.is_object()).ok_or_else(|| bad("\"changes\" must be an object"))?;
-        let key = JsonArg::from_value(key.clone());
-        let (table, outcome) = checked_update(relid, &key, expected, &JsonArg::from_value(changes.clone()))?;
-        require_applied(relid, &table, &key, expected, outcome)?;
+        let Some(Value::Object(key)) = row.get("key") else {
+            return Err(bad("\"key\" must be an object"));
+        };
+        let expected = match row.get("version") {
+            Some(Value::Numeric(number)) => numeric_to_i64(number),
+            _ => None,
+        };
+        let Some(expected) = expected else {
+            return Err(bad("\"version\" must be an integer within the range of bigint"));
+        };
+        let Some(Value::Object(changes)) = row.get("changes") else {
+            return Err(bad("\"changes\" must be an object"));
+        };
+        let key = JsonArg::from_container(key);
+        let outcome = checked_update(table, version_attnum, key, expected, JsonArg::from_container(changes))?;
+        require_applied(table, version_attnum, key, expected, outcome)?;
+        index += 1;
         updated += 1;
-    }
+        Ok(())
+    })?;
     Ok(updated)
 }
 
-/// The arguments of a V1 call; `None` for SQL NULL.
-unsafe fn args(fcinfo: pg_sys::FunctionCallInfo) -> Vec<Option<pg_sys::Datum>> {
-    // SAFETY: Postgres passes `nargs` arguments.
-    unsafe {
-        let args = (*fcinfo).args.as_slice((*fcinfo).nargs as usize);
-        args.iter().map(|a| (!a.isnull).then_some(a.value)).collect()
-    }
-}
-
-/// The arguments of `update` and `try_update`: (rel, key, expected_version, changes).
-fn update_args(args: &[Option<pg_sys::Datum>]) -> Result<(pg_sys::Oid, JsonArg, i64, JsonArg)> {
-    Ok((
-        relid(args[0])?,
-        JsonArg::from_datum(required(args[1], "key")?),
-        required(args[2], "expected_version")?.value() as i64,
-        JsonArg::from_datum(required(args[3], "changes")?),
-    ))
-}
-
-fn required(arg: Option<pg_sys::Datum>, name: &'static str) -> Result<pg_sys::Datum> {
+fn required(arg: Arg, name: &'static str) -> Result<pg_sys::Datum> {
     arg.ok_or(CheckedError::NullArgument(name))
 }
 
-fn relid(arg: Option<pg_sys::Datum>) -> Result<pg_sys::Oid> {
+fn relid(arg: Arg) -> Result<pg_sys::Oid> {
     required(arg, "rel").map(|d| pg_sys::Oid::from(d.value() as u32))
 }
 
-/// Runs `body` and returns its Datum, or raises its error once every value `body` owned has
-/// been dropped: a conflict leaves through `errfinish`, skipping this frame.
-unsafe fn finish(fcinfo: pg_sys::FunctionCallInfo, body: impl FnOnce(Vec<Option<pg_sys::Datum>>) -> Result<Option<pg_sys::Datum>>) -> pg_sys::Datum {
-    // SAFETY: forwarded from the V1 caller.
-    let outcome = body(unsafe { args(fcinfo) });
-    match outcome {
-        Ok(Some(datum)) => datum,
-        Ok(None) => {
-            // SAFETY: a V1 function signals SQL NULL through fcinfo.
-            unsafe { (*fcinfo).isnull = true };
-            pg_sys::Datum::from(0)
-        }
-        Err(error) => error.raise(),
-    }
+/// # Safety
+/// `arg` must be a jsonb argument of the current call.
+unsafe fn json(arg: Arg, name: &'static str) -> Result<JsonArg> {
+    // SAFETY: forwarded from the caller.
+    required(arg, name).map(|datum| unsafe { JsonArg::from_datum(datum) })
 }
 
-macro_rules! v1_function_info {
-    ($($finfo:ident),*) => {$(
-        #[unsafe(no_mangle)]
-        #[doc(hidden)]
-        pub extern "C" fn $finfo() -> &'static pg_sys::Pg_finfo_record {
-            const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-            &V1_API
-        }
-    )*};
+fn bigint(arg: Arg, name: &'static str) -> Result<i64> {
+    required(arg, name).map(|d| d.value() as i64)
 }
+
+/// `update` and `try_update`: (rel, key, expected_version, changes). The arguments are read
+/// only once the table and the caller's rights are checked.
+///
+/// # Safety
+/// `args` must be the arguments of one of those functions.
+unsafe fn update_call(args: &[Arg]) -> Result<(Rc<Table>, i16, JsonArg, i64, Checked)> {
+    let (table, attnum) = checked_table(relid(args[0])?, Access::Update)?;
+    // SAFETY: arguments 1 and 3 are jsonb.
+    let (key, changes) = unsafe { (json(args[1], "key")?, json(args[3], "changes")?) };
+    let expected = bigint(args[2], "expected_version")?;
+    let outcome = checked_update(&table, attnum, key, expected, changes)?;
+    Ok((table, attnum, key, expected, outcome))
+}
+
 v1_function_info!(
     pg_finfo_rowversion_update,
     pg_finfo_rowversion_try_update,
@@ -699,12 +482,11 @@ v1_function_info!(
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn rowversion_update(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    // SAFETY: a V1 call.
+    // SAFETY: a V1 call with this function's arguments.
     unsafe {
         finish(fcinfo, |args| {
-            let (relid, key, expected, changes) = update_args(&args)?;
-            let (table, outcome) = checked_update(relid, &key, expected, &changes)?;
-            require_applied(relid, &table, &key, expected, outcome).map(|v| Some(v.into()))
+            let (table, attnum, key, expected, outcome) = update_call(args)?;
+            require_applied(&table, attnum, key, expected, outcome).map(|v| Some(v.into()))
         })
     }
 }
@@ -716,11 +498,11 @@ pub unsafe extern "C-unwind" fn rowversion_update(fcinfo: pg_sys::FunctionCallIn
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn rowversion_try_update(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    // SAFETY: a V1 call; the result row is formed with the function's declared result type.
+    // SAFETY: a V1 call with this function's arguments; the result row is formed with the
+    // function's declared result type.
     unsafe {
         finish(fcinfo, |args| {
-            let (relid, key, expected, changes) = update_args(&args)?;
-            let (applied, version) = match checked_update(relid, &key, expected, &changes)?.1 {
+            let (applied, version) = match update_call(args)?.4 {
                 Checked::Applied(version) => (true, Some(version)),
                 Checked::Conflict { found, .. } => (false, Some(found)),
                 Checked::Missing => (false, None),
@@ -731,7 +513,7 @@ pub unsafe extern "C-unwind" fn rowversion_try_update(fcinfo: pg_sys::FunctionCa
             let mut values = [applied.into(), pg_sys::Datum::from(version.unwrap_or(0))];
             let mut nulls = [false, version.is_none()];
             let tuple = pg_sys::heap_form_tuple(tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            Ok(Some(pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data)))
+            Ok::<_, CheckedError>(Some(pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data)))
         })
     }
 }
@@ -743,14 +525,14 @@ pub unsafe extern "C-unwind" fn rowversion_try_update(fcinfo: pg_sys::FunctionCa
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn rowversion_delete(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    // SAFETY: a V1 call.
+    // SAFETY: a V1 call with this function's arguments (argument 1 is jsonb).
     unsafe {
         finish(fcinfo, |args| {
-            let relid = relid(args[0])?;
-            let key = JsonArg::from_datum(required(args[1], "key")?);
-            let expected = required(args[2], "expected_version")?.value() as i64;
-            let (table, outcome) = checked_delete(relid, &key, expected)?;
-            require_applied(relid, &table, &key, expected, outcome).map(|_| Some(pg_sys::Datum::from(0)))
+            let (table, attnum) = checked_table(relid(args[0])?, Access::Delete)?;
+            let key = json(args[1], "key")?;
+            let expected = bigint(args[2], "expected_version")?;
+            let outcome = checked_delete(&table, key, expected)?;
+            require_applied(&table, attnum, key, expected, outcome).map(|_| Some(pg_sys::Datum::from(0)))
         })
     }
 }
@@ -762,12 +544,12 @@ pub unsafe extern "C-unwind" fn rowversion_delete(fcinfo: pg_sys::FunctionCallIn
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn rowversion_current_version(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    // SAFETY: a V1 call.
+    // SAFETY: a V1 call with this function's arguments (argument 1 is jsonb).
     unsafe {
         finish(fcinfo, |args| {
-            let relid = relid(args[0])?;
-            let key = JsonArg::from_datum(required(args[1], "key")?);
-            Ok(current(relid, &key)?.map(pg_sys::Datum::from))
+            let (table, _) = checked_table(relid(args[0])?, Access::Read)?;
+            let key = json(args[1], "key")?;
+            Ok::<_, CheckedError>(current(&table, key)?.map(pg_sys::Datum::from))
         })
     }
 }
@@ -779,12 +561,12 @@ pub unsafe extern "C-unwind" fn rowversion_current_version(fcinfo: pg_sys::Funct
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn rowversion_update_many(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    // SAFETY: a V1 call.
+    // SAFETY: a V1 call with this function's arguments (argument 1 is jsonb).
     unsafe {
         finish(fcinfo, |args| {
-            let relid = relid(args[0])?;
-            let rows = JsonArg::from_datum(required(args[1], "rows")?);
-            update_many(relid, &rows.value).map(|n| Some(n.into()))
+            let (table, attnum) = checked_table(relid(args[0])?, Access::Update)?;
+            let rows = json(args[1], "rows")?;
+            update_many(&table, attnum, rows.document).map(|n| Some(n.into()))
         })
     }
 }

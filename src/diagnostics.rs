@@ -13,31 +13,47 @@ use std::rc::Rc;
 
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
-use pgrx::{JsonB, PgOid, PgSqlErrorCode};
+use pgrx::{PgOid, PgSqlErrorCode};
 
-use crate::checked::{self, CheckedError, JsonArg, Statement};
+use crate::checked::{self, CheckedError, JsonArg};
+use crate::encoding;
+use crate::fmgr::{finish, v1_function_info};
 use crate::report::Report;
+use crate::table::{self, Statement};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiagnosticsError {
     #[error("permission denied for table {0}")]
     PermissionDenied(String),
+    #[error("\"{table}\" is not a table")]
+    NotATable { table: String },
+    #[error("the row of \"{table}\" with key {key} is in foreign table \"{foreign}\"")]
+    ForeignRow { table: String, key: String, foreign: String },
     #[error(transparent)]
     Key(#[from] CheckedError),
 }
 
-impl DiagnosticsError {
-    fn raise(self) -> ! {
-        match self {
-            Self::Key(error) => error.raise(),
-            Self::PermissionDenied(_) => Report {
-                code: PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                message: self.to_string(),
-                detail: None,
-                hint: Some("row_locks() requires SELECT on the table, as pgrowlocks does.".into()),
+impl From<DiagnosticsError> for Report {
+    fn from(error: DiagnosticsError) -> Self {
+        let (code, hint) = match &error {
+            DiagnosticsError::Key(_) => {
+                let DiagnosticsError::Key(error) = error else { unreachable!() };
+                return error.into();
             }
-            .raise(),
-        }
+            DiagnosticsError::PermissionDenied(_) => (
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                "row_locks() requires SELECT on the table, as pgrowlocks does.",
+            ),
+            DiagnosticsError::NotATable { .. } => (
+                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+                "row_locks() reads the lock on a row of an ordinary or partitioned table.",
+            ),
+            DiagnosticsError::ForeignRow { .. } => (
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                "A foreign table's rows are locked on its own server; ask that server.",
+            ),
+        };
+        Report::new(code, error.to_string(), None, Some(hint.into()))
     }
 }
 
@@ -56,39 +72,65 @@ struct RowLock {
     waiting_pids: Vec<i32>,
 }
 
-/// `rowversion.row_locks(rel regclass, key jsonb)`, declared in `sql/diagnostics.sql`.
-#[pg_extern(sql = false)]
-fn row_locks(
-    rel: pg_sys::Oid,
-    key: JsonB,
-) -> TableIterator<
-    'static,
-    (
-        name!(locker, pg_sys::TransactionId),
-        name!(multixact, Option<pg_sys::TransactionId>),
-        name!(mode, String),
-        name!(pids, Vec<i32>),
-        name!(waiting_pids, Vec<i32>),
-    ),
-> {
-    match locks_on_row(rel, JsonArg::from_value(key.0)) {
-        Ok(rows) => TableIterator::new(rows.into_iter().map(|r| {
-            (r.locker.xid, r.locker.multixact, r.locker.mode.to_string(), r.pids, r.waiting_pids)
-        })),
-        Err(error) => error.raise(),
+v1_function_info!(pg_finfo_row_locks_wrapper);
+
+/// `rowversion.row_locks(rel regclass, key jsonb) RETURNS TABLE (locker xid, multixact xid,
+/// mode text, pids int[], waiting_pids int[])`, STRICT, declared in `sql/diagnostics.sql`.
+/// Returns its rows in materialize mode. (The symbol keeps the name pgrx gave it in 0.1.0.)
+///
+/// # Safety
+/// Called by Postgres through the V1 calling convention.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn row_locks_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: a V1 call of a STRICT set-returning function: (regclass, jsonb), none NULL; the
+    // rows go to the tuplestore InitMaterializedSRF sets up, with the declared result type.
+    unsafe {
+        finish(fcinfo, |args| {
+            let [Some(rel), Some(key)] = args else { return Ok(None) };
+            let rows = locks_on_row(pg_sys::Oid::from(rel.value() as u32), *key)?;
+            pg_sys::InitMaterializedSRF(fcinfo, 0);
+            let result = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
+            for row in rows {
+                let mut values = [
+                    pg_sys::Datum::from(row.locker.xid.into_inner()),
+                    pg_sys::Datum::from(row.locker.multixact.map_or(0, |m| m.into_inner())),
+                    row.locker.mode.into_datum().unwrap_or(pg_sys::Datum::from(0)),
+                    row.pids.into_datum().unwrap_or(pg_sys::Datum::from(0)),
+                    row.waiting_pids.into_datum().unwrap_or(pg_sys::Datum::from(0)),
+                ];
+                let mut nulls = [false, row.locker.multixact.is_none(), false, false, false];
+                pg_sys::tuplestore_putvalues(
+                    (*result).setResult,
+                    (*result).setDesc,
+                    values.as_mut_ptr(),
+                    nulls.as_mut_ptr(),
+                );
+            }
+            Ok::<_, DiagnosticsError>(Some(pg_sys::Datum::from(0)))
+        })
     }
 }
 
-fn locks_on_row(relid: pg_sys::Oid, key: JsonArg) -> Result<Vec<RowLock>, DiagnosticsError> {
-    let table = checked::table(relid)?;
+/// The locks on the row of `relid` with primary key `key` (a jsonb Datum).
+///
+/// # Safety
+/// `key` must be a jsonb Datum that lives for the rest of the call.
+unsafe fn locks_on_row(relid: pg_sys::Oid, key: pg_sys::Datum) -> Result<Vec<RowLock>, DiagnosticsError> {
+    let table = table::table(relid)?;
+    if table.relkind != b'r' && table.relkind != b'p' {
+        return Err(DiagnosticsError::NotATable { table: table.display.clone() });
+    }
     // SAFETY: plain catalog check for the current user.
     let allowed = unsafe { pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as pg_sys::AclMode) };
     if allowed != pg_sys::AclResult::ACLCHECK_OK {
-        return Err(DiagnosticsError::PermissionDenied(table.display.clone()));
+        return Err(DiagnosticsError::PermissionDenied(table.name.clone()));
     }
-    table.check_key(&key.value)?;
+    // SAFETY: forwarded from the caller.
+    let key = unsafe { JsonArg::from_datum(key) };
+    checked::check_key(&table, key.document)?;
 
-    let locate = checked::prepared(relid, &table, Statement::Locate)?;
+    let locate = table::prepared(&table, Statement::Locate)?;
     let (partition, block, offset) = Spi::connect(|client| {
         let row = client.select(&*locate, Some(1), &[key.arg()])?.first();
         if row.is_empty() {
@@ -98,7 +140,16 @@ fn locks_on_row(relid: pg_sys::Oid, key: JsonArg) -> Result<Vec<RowLock>, Diagno
         Ok::<_, pgrx::spi::SpiError>(Some((partition.unwrap_or_default(), block.unwrap_or(0), offset.unwrap_or(0))))
     })
     .map_err(CheckedError::from)?
-    .ok_or_else(|| CheckedError::NoSuchRow { table: table.display.clone(), key: key.value.to_string() })?;
+    .ok_or_else(|| CheckedError::NoSuchRow { table: table.display.clone(), key: key.document.to_text(200) })?;
+    // SAFETY: catalog lookups of the relation the row was just read from.
+    if unsafe { pg_sys::get_rel_relkind(partition) } != b'r' as std::ffi::c_char {
+        return Err(DiagnosticsError::ForeignRow {
+            table: table.display.clone(),
+            key: key.document.to_text(200),
+            // SAFETY: as above; get_rel_name returns a palloc'd name of an existing relation.
+            foreign: unsafe { encoding::cstr_from_server_lossy(pg_sys::get_rel_name(partition)) },
+        });
+    }
 
     // SAFETY: `partition` is the relation the row was just read from, and (block, offset) its
     // tuple; the tuple header is read under a share lock on its pinned buffer.

@@ -11,13 +11,14 @@
 //! since CVE-2022-1552: a superuser enabling another role's table never runs that role's
 //! code with superuser rights.
 
-use std::ffi::CStr;
-
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, quote_literal, quote_qualified_identifier, SpiClient};
 use pgrx::PgSqlErrorCode;
 
-use crate::report::Report;
+use crate::encoding;
+use crate::fmgr::{finish, v1_function_info};
+use crate::table::utf8;
+use crate::report::{self, Report};
 use crate::version_column::{Mode, VersionType};
 
 /// The name of the trigger `enable()` installs, documented in the README.
@@ -91,25 +92,54 @@ impl EnableError {
         }
     }
 
-    fn report(self) -> ! {
-        Report { code: self.sqlstate(), message: self.to_string(), detail: self.detail(), hint: self.hint() }
-            .raise()
+}
+
+impl From<EnableError> for Report {
+    fn from(error: EnableError) -> Self {
+        Report::new(error.sqlstate(), error.to_string(), error.detail(), error.hint())
     }
 }
 
-/// `rowversion.enable(rel regclass, version_column name DEFAULT 'version', mode text DEFAULT 'lenient')`
-#[pg_extern(sql = false)]
-fn enable(rel: pg_sys::Oid, version_column: &CStr, mode: &str) {
-    let version_column = version_column.to_string_lossy();
-    Spi::connect_mut(|client| enable_table(client, rel, &version_column, mode))
-        .unwrap_or_else(|error| error.report())
+v1_function_info!(pg_finfo_enable_wrapper, pg_finfo_disable_wrapper);
+
+/// `rowversion.enable(rel regclass, version_column name DEFAULT 'version', mode text DEFAULT
+/// 'lenient')`, STRICT. (The symbol keeps the name pgrx gave it in 0.1.0.)
+///
+/// # Safety
+/// Called by Postgres through the V1 calling convention.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn enable_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: a V1 call of a STRICT function: (oid, name, text), none NULL.
+    unsafe {
+        finish(fcinfo, |args| {
+            let [Some(rel), Some(column), Some(mode)] = args else { return Ok(None) };
+            let rel = pg_sys::Oid::from(rel.value() as u32);
+            let column = encoding::cstr_from_server(column.cast_mut_ptr::<std::ffi::c_char>());
+            let mode = pg_sys::text_to_cstring(mode.cast_mut_ptr());
+            let mode = encoding::cstr_from_server_lossy(mode);
+            Spi::connect_mut(|client| enable_table(client, rel, &column, &mode)).map(|()| None)
+        })
+    }
 }
 
-/// `rowversion.disable(rel regclass)`
-#[pg_extern(sql = false)]
-fn disable(rel: pg_sys::Oid) {
-    Spi::connect_mut(|client| disable_table(client, rel)).unwrap_or_else(|error| error.report())
+/// `rowversion.disable(rel regclass)`, STRICT.
+///
+/// # Safety
+/// Called by Postgres through the V1 calling convention.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn disable_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: a V1 call of a STRICT function: (oid), not NULL.
+    unsafe {
+        finish(fcinfo, |args| {
+            let [Some(rel)] = args else { return Ok(None) };
+            let rel = pg_sys::Oid::from(rel.value() as u32);
+            Spi::connect_mut(|client| disable_table(client, rel)).map(|()| None)
+        })
+    }
 }
+
 
 /// The catalog facts about a table that both functions check.
 struct Table {
@@ -132,7 +162,8 @@ enum Installed {
 fn owned_table(client: &mut SpiClient<'_>, rel: pg_sys::Oid) -> Result<Table, EnableError> {
     let row = client
         .select(
-            "SELECT c.relkind::pg_catalog.text, n.nspname::pg_catalog.text, c.relname::pg_catalog.text,
+            "SELECT c.relkind::pg_catalog.text, pg_catalog.convert_to(n.nspname::pg_catalog.text, 'UTF8'),
+                    pg_catalog.convert_to(c.relname::pg_catalog.text, 'UTF8'),
                     pg_catalog.pg_has_role(c.relowner, 'USAGE'), c.relowner
              FROM pg_catalog.pg_class c
              JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
@@ -144,8 +175,8 @@ fn owned_table(client: &mut SpiClient<'_>, rel: pg_sys::Oid) -> Result<Table, En
     if row.is_empty() {
         return Err(EnableError::NoSuchRelation(rel.to_u32()));
     }
-    let (relkind, schema, name) = row.get_three::<String, String, String>()?;
-    let (relkind, schema, name) = (relkind.unwrap_or_default(), schema.unwrap_or_default(), name.unwrap_or_default());
+    let relkind = row.get::<String>(1)?.unwrap_or_default();
+    let (schema, name) = (utf8(row.get::<Vec<u8>>(2)?), utf8(row.get::<Vec<u8>>(3)?));
     let is_owner = row.get::<bool>(4)?.unwrap_or(false);
     let table = Table {
         oid: rel,
@@ -177,7 +208,7 @@ fn installed_trigger(client: &mut SpiClient<'_>, table: &Table) -> Result<Instal
     let row = client
         .select(
             "SELECT t.tgfoid OPERATOR(pg_catalog.=) 'rowversion.version_trigger()'::pg_catalog.regprocedure::pg_catalog.oid,
-                    parent.tgrelid::pg_catalog.regclass::pg_catalog.text
+                    pg_catalog.convert_to(parent.tgrelid::pg_catalog.regclass::pg_catalog.text, 'UTF8')
              FROM pg_catalog.pg_trigger t
              LEFT JOIN pg_catalog.pg_trigger parent ON parent.oid OPERATOR(pg_catalog.=) t.tgparentid
              WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 AND t.tgname OPERATOR(pg_catalog.=) $2::pg_catalog.name",
@@ -188,7 +219,8 @@ fn installed_trigger(client: &mut SpiClient<'_>, table: &Table) -> Result<Instal
     if row.is_empty() {
         return Ok(Installed::None);
     }
-    let (ours, parent) = row.get_two::<bool, String>()?;
+    let ours = row.get::<bool>(1)?;
+    let parent = row.get::<Vec<u8>>(2)?.map(|bytes| utf8(Some(bytes)));
     Ok(match (ours, parent) {
         (Some(true), Some(parent)) => Installed::Inherited { parent },
         (Some(true), None) => Installed::Ours,
@@ -215,24 +247,19 @@ fn enable_table(
     let quoted_column = quote_identifier(column);
     let existing = client
         .select(
-            "SELECT a.atttypid, pg_catalog.format_type(a.atttypid, a.atttypmod),
+            "SELECT a.atttypid, pg_catalog.convert_to(pg_catalog.format_type(a.atttypid, a.atttypmod), 'UTF8'),
                     a.attnotnull, a.attgenerated::pg_catalog.text, a.attidentity::pg_catalog.text
              FROM pg_catalog.pg_attribute a
-             WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attname OPERATOR(pg_catalog.=) $2::pg_catalog.name
+             WHERE a.attrelid OPERATOR(pg_catalog.=) $1
+               AND a.attname OPERATOR(pg_catalog.=) pg_catalog.convert_from($2, 'UTF8')::pg_catalog.name
                AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped",
             Some(1),
-            &[table.oid.into(), column.into()],
+            &[table.oid.into(), column.as_bytes().into()],
         )?
         .first();
     let may_hold_nulls = if existing.is_empty() {
-        client.update(
-            &format!(
-                "ALTER TABLE {} ADD COLUMN {quoted_column} bigint NOT NULL DEFAULT 1",
-                table.quoted
-            ),
-            None,
-            &[],
-        )?;
+        let add = format!("ALTER TABLE {} ADD COLUMN {quoted_column} bigint NOT NULL DEFAULT 1", table.quoted);
+        client.update(&encoding::to_server(&add), None, &[])?;
         false
     } else {
         let type_oid = existing.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid);
@@ -240,7 +267,7 @@ fn enable_table(
             return Err(EnableError::UnsupportedType {
                 table: table.display,
                 column: column.into(),
-                type_name: existing.get::<String>(2)?.unwrap_or_default(),
+                type_name: utf8(existing.get::<Vec<u8>>(2)?),
             });
         }
         let generated = existing.get::<String>(4)?.unwrap_or_default();
@@ -256,21 +283,19 @@ fn enable_table(
         !existing.get::<bool>(3)?.unwrap_or(false)
     };
 
-    client.update(
-        &format!(
-            "CREATE OR REPLACE TRIGGER {TRIGGER_NAME} BEFORE INSERT OR UPDATE ON {table}
-             FOR EACH ROW WHEN (NEW.{quoted_column} IS NULL OR true)
-             EXECUTE FUNCTION rowversion.version_trigger({mode})",
-            table = table.quoted,
-            mode = quote_literal(mode.as_str()),
-        ),
-        None,
-        &[],
-    )?;
+    let trigger = format!(
+        "CREATE OR REPLACE TRIGGER {TRIGGER_NAME} BEFORE INSERT OR UPDATE ON {table}
+         FOR EACH ROW WHEN (NEW.{quoted_column} IS NULL OR true)
+         EXECUTE FUNCTION rowversion.version_trigger({mode})",
+        table = table.quoted,
+        mode = quote_literal(mode.as_str()),
+    );
+    client.update(&encoding::to_server(&trigger), None, &[])?;
     if may_hold_nulls {
         // Runs under the new trigger: a stored NULL counts as version 0, so setting 1 is
         // accepted as the next version in either mode.
         let fill = format!("UPDATE {} SET {quoted_column} = 1 WHERE {quoted_column} IS NULL", table.quoted);
+        let fill = encoding::to_server(&fill);
         as_owner(table.owner, || client.update(&fill, None, &[]))?;
     }
     Ok(())
@@ -316,13 +341,14 @@ fn disable_table(client: &mut SpiClient<'_>, rel: pg_sys::Oid) -> Result<(), Ena
     let table = owned_table(client, rel)?;
     match installed_trigger(client, &table)? {
         Installed::Ours => {
-            client.update(&format!("DROP TRIGGER {TRIGGER_NAME} ON {}", table.quoted), None, &[])?;
+            let drop = format!("DROP TRIGGER {TRIGGER_NAME} ON {}", table.quoted);
+            client.update(&encoding::to_server(&drop), None, &[])?;
         }
         Installed::Inherited { parent } => {
             return Err(EnableError::InheritedFromParent { table: table.display, parent })
         }
         Installed::None | Installed::Foreign => {
-            pgrx::notice!("table \"{}\" is not versioned, skipping", table.display);
+            report::notice(&format!("table \"{}\" is not versioned, skipping", table.display));
         }
     }
     Ok(())

@@ -18,7 +18,11 @@ use pgrx::prelude::*;
 mod checked;
 mod diagnostics;
 mod enable;
+mod encoding;
+mod fmgr;
+mod jsonb;
 mod report;
+mod table;
 mod trigger;
 mod version_column;
 
@@ -43,7 +47,7 @@ pub extern "C-unwind" fn _PG_init() {
 #[pg_guard]
 unsafe extern "C-unwind" fn forget_relation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
     version_column::forget(relid);
-    checked::forget(relid);
+    table::forget(relid);
 }
 
 #[cfg(any(test, feature = "pg_test"))]

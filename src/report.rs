@@ -1,40 +1,84 @@
-//! Raising an `ERROR` that carries the table and column it is about.
+//! Raising an `ERROR`: the one way every error of the extension leaves it.
 //!
 //! Drivers expose `schema_name`, `table_name` and `column_name` of an error (psycopg's
 //! `diag.table_name`, JDBC's `getServerErrorMessage()`), and applications use them to map a
-//! conflict to the entity that changed. pgrx's `ErrorReport` has no such fields, and an error
-//! that travels through pgrx's panic machinery loses them, so errors raised by the trigger go
-//! straight to Postgres' own `errstart`/`errtablecol`/`errfinish`, as a C trigger's `ereport`
-//! would.
+//! conflict to the entity that changed. pgrx's `ErrorReport` has no such fields, an error that
+//! travels through pgrx's panic machinery loses them, and pgrx passes the text on as UTF-8
+//! whatever the database's encoding. So errors go straight to Postgres' own
+//! `errstart`/`errtablecol`/`errfinish`, as a C function's `ereport` would, with their text
+//! converted to the database encoding first.
 
 use std::ffi::{c_char, c_int, CString};
 
 use pgrx::pg_sys;
-use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::{PgLogLevel, PgSqlErrorCode};
+use pgrx::PgSqlErrorCode;
 
-/// What an error says: raised against a relation with [`raise_on_column`], or without
-/// table fields by [`Report::raise`].
+use crate::encoding;
+
+/// What an error says, and optionally the column of a table it is about.
 pub struct Report {
     pub code: PgSqlErrorCode,
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// (table, attnum): sets the error's schema, table and column fields.
+    pub column: Option<(pg_sys::Oid, i16)>,
 }
 
 impl Report {
-    /// Raises the report through pgrx, which unwinds Rust frames properly; for errors that
-    /// name no table column.
+    pub fn new(code: PgSqlErrorCode, message: String, detail: Option<String>, hint: Option<String>) -> Self {
+        Self { code, message, detail, hint, column: None }
+    }
+
+    /// The same report, naming column `attnum` of `relid` in its error fields.
+    pub fn on_column(self, relid: pg_sys::Oid, attnum: i16) -> Self {
+        Self { column: Some((relid, attnum)), ..self }
+    }
+
+    /// Raises the report as an `ERROR`.
+    ///
+    /// Callers must not hold values with destructors on the stack: `errfinish` leaves through
+    /// `siglongjmp`, as every Postgres `ERROR` does, and only plain frames may be skipped that
+    /// way. [`crate::fmgr::finish`] and the trigger call it from such frames. A table named
+    /// in `column` must be open or locked by this transaction.
     pub fn raise(self) -> ! {
-        let mut report = ErrorReport::new(self.code, self.message, "rowversion");
-        if let Some(detail) = self.detail {
-            report = report.set_detail(detail);
+        // `self` is consumed here, so its Strings are freed before the jump.
+        let report = PallocReport::from(self);
+        // SAFETY: every pointer is a palloc'd NUL-terminated string or NULL (checked); the
+        // relation is locked per this function's contract, so opening it with NoLock is
+        // safe. `errstart` returns true for ERROR, and `errfinish` does not return for ERROR.
+        unsafe {
+            if errstart(pgrx::PgLogLevel::ERROR as c_int, std::ptr::null()) {
+                errcode(report.code);
+                errmsg(c"%s".as_ptr(), report.message);
+                if !report.detail.is_null() {
+                    errdetail(c"%s".as_ptr(), report.detail);
+                }
+                if !report.hint.is_null() {
+                    errhint(c"%s".as_ptr(), report.hint);
+                }
+                if let Some((relid, attnum)) = report.column {
+                    let rel = pg_sys::relation_open(relid, pg_sys::NoLock as pg_sys::LOCKMODE);
+                    errtablecol(rel, c_int::from(attnum));
+                }
+                errfinish(c"src/report.rs".as_ptr(), line!() as c_int, c"rowversion".as_ptr());
+            }
+            unreachable!("errfinish returned from an ERROR")
         }
-        if let Some(hint) = self.hint {
-            report = report.set_hint(hint);
+    }
+}
+
+/// Sends a NOTICE, in the database encoding.
+pub fn notice(message: &str) {
+    let message = palloc_cstring(message);
+    // SAFETY: `message` is a palloc'd NUL-terminated string; for NOTICE, `errstart` returns
+    // false when nobody would see it, and `errfinish` returns.
+    unsafe {
+        if errstart(pgrx::PgLogLevel::NOTICE as c_int, std::ptr::null()) {
+            errcode(PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION as c_int);
+            errmsg(c"%s".as_ptr(), message);
+            errfinish(c"src/report.rs".as_ptr(), line!() as c_int, c"rowversion".as_ptr());
         }
-        report.report(PgLogLevel::ERROR);
-        unreachable!("ERROR returned")
     }
 }
 
@@ -50,14 +94,13 @@ unsafe extern "C-unwind" {
     fn errfinish(filename: *const c_char, lineno: c_int, funcname: *const c_char);
 }
 
-/// Copies `text` into the current memory context, so that no Rust value that needs dropping
-/// is alive when `errfinish` jumps out of this frame.
+/// Copies `text` into the current memory context, in the database encoding, so that no Rust
+/// value that needs dropping is alive when `errfinish` jumps out.
 fn palloc_cstring(text: &str) -> *mut c_char {
-    // Interior NULs cannot come from identifiers or formatted numbers; drop them defensively.
+    // Interior NULs cannot come from identifiers, JSON text or formatted numbers; drop them
+    // defensively.
     let owned = CString::new(text.replace('\0', "")).unwrap_or_default();
-    // SAFETY: `owned` is a valid NUL-terminated string; pstrdup copies it into palloc'd memory
-    // that Postgres frees with the memory context.
-    unsafe { pg_sys::pstrdup(owned.as_ptr()) }
+    encoding::palloc_in_server_encoding(&owned)
 }
 
 /// A report copied into palloc'd memory: nothing in it needs dropping.
@@ -66,6 +109,7 @@ struct PallocReport {
     message: *mut c_char,
     detail: *mut c_char,
     hint: *mut c_char,
+    column: Option<(pg_sys::Oid, i16)>,
 }
 
 impl From<Report> for PallocReport {
@@ -75,35 +119,7 @@ impl From<Report> for PallocReport {
             message: palloc_cstring(&report.message),
             detail: report.detail.as_deref().map_or(std::ptr::null_mut(), palloc_cstring),
             hint: report.hint.as_deref().map_or(std::ptr::null_mut(), palloc_cstring),
+            column: report.column,
         }
-    }
-}
-
-/// Raises `report` as an `ERROR` whose schema, table and column fields name `attnum` of `rel`.
-///
-/// # Safety
-/// `rel` must be an open relation and `attnum` one of its columns. Callers must not hold
-/// values with destructors on the stack: `errfinish` leaves through `siglongjmp`, as every
-/// Postgres `ERROR` does, and only plain frames may be skipped that way.
-pub unsafe fn raise_on_column(rel: pg_sys::Relation, attnum: i16, report: Report) -> ! {
-    // `report` is consumed here, so its Strings are freed before the jump.
-    let report = PallocReport::from(report);
-    // SAFETY: every pointer is a palloc'd NUL-terminated string or NULL (checked); `rel` and
-    // `attnum` are valid per this function's contract. `errstart` returns true for ERROR, and
-    // `errfinish` does not return for ERROR.
-    unsafe {
-        if errstart(pgrx::PgLogLevel::ERROR as c_int, std::ptr::null()) {
-            errcode(report.code);
-            errmsg(c"%s".as_ptr(), report.message);
-            if !report.detail.is_null() {
-                errdetail(c"%s".as_ptr(), report.detail);
-            }
-            if !report.hint.is_null() {
-                errhint(c"%s".as_ptr(), report.hint);
-            }
-            errtablecol(rel, c_int::from(attnum));
-            errfinish(c"src/report.rs".as_ptr(), line!() as c_int, c"rowversion".as_ptr());
-        }
-        unreachable!("errfinish returned from an ERROR")
     }
 }

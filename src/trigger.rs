@@ -6,8 +6,6 @@
 //! per row, the column resolved once per trigger (see [`crate::version_column`]) and no
 //! per-row allocation of its own. The rules are the contract in the README.
 
-use std::ffi::CStr;
-
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::trigger_support::{
@@ -17,7 +15,8 @@ use pgrx::trigger_support::{
 use pgrx::spi::quote_identifier;
 use pgrx::PgSqlErrorCode;
 
-use crate::report::{raise_on_column, Report};
+use crate::encoding;
+use crate::report::Report;
 use crate::version_column::{self, Mode, VersionColumn};
 
 /// Every error the trigger raises, each with a stable SQLSTATE.
@@ -89,13 +88,11 @@ impl TriggerError {
         }
     }
 
-    pub fn into_report(self) -> Report {
-        Report {
-            code: self.sqlstate(),
-            message: self.to_string(),
-            detail: self.detail(),
-            hint: self.hint(),
-        }
+}
+
+impl From<TriggerError> for Report {
+    fn from(error: TriggerError) -> Self {
+        Report::new(error.sqlstate(), error.to_string(), error.detail(), error.hint())
     }
 }
 
@@ -139,9 +136,9 @@ pub unsafe extern "C-unwind" fn rowversion_version_trigger(
     }
 }
 
-/// Raises a trigger error that concerns no particular table, through pgrx.
+/// Raises a trigger error that concerns no particular table column.
 fn ereport_plain(error: TriggerError) -> ! {
-    error.into_report().raise()
+    Report::from(error).raise()
 }
 
 /// The version column, kept in `fn_extra` for the rest of the statement.
@@ -289,7 +286,7 @@ pub unsafe fn describe_key(rel: pg_sys::Relation, row: pg_sys::HeapTuple) -> Opt
         let description =
             pg_sys::BuildIndexValueDescription(index, values.as_mut_ptr(), nulls.as_mut_ptr());
         pg_sys::index_close(index, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-        (!description.is_null()).then(|| CStr::from_ptr(description).to_string_lossy().into_owned())
+        (!description.is_null()).then(|| encoding::cstr_from_server_lossy(description))
     }
 }
 
@@ -339,19 +336,19 @@ unsafe fn raise(
     make: impl FnOnce(String, String) -> TriggerError,
 ) -> ! {
     // SAFETY: `rel` is open, `column.attnum` is one of its columns; everything with a
-    // destructor is consumed before `raise_on_column` jumps out.
+    // destructor is consumed before `raise` jumps out.
     unsafe {
-        let report = make(qualified_name(rel), column_name(rel, column.attnum)).into_report();
-        raise_on_column(rel, column.attnum, report)
+        let report = Report::from(make(qualified_name(rel), column_name(rel, column.attnum)));
+        report.on_column((*rel).rd_id, column.attnum).raise()
     }
 }
 
 unsafe fn qualified_name(rel: pg_sys::Relation) -> String {
     // SAFETY: `rel` is an open relation; its namespace exists while it is open.
     unsafe {
-        let schema = CStr::from_ptr(pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace));
-        let table = CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr());
-        format!("{}.{}", schema.to_string_lossy(), table.to_string_lossy())
+        let schema = encoding::cstr_from_server_lossy(pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace));
+        let table = encoding::cstr_from_server_lossy((*(*rel).rd_rel).relname.data.as_ptr());
+        format!("{schema}.{table}")
     }
 }
 
@@ -359,6 +356,6 @@ unsafe fn column_name(rel: pg_sys::Relation, attnum: i16) -> String {
     // SAFETY: `attnum` is a column of the open relation `rel`.
     unsafe {
         let attribute = version_column::attribute((*rel).rd_att, attnum);
-        CStr::from_ptr(attribute.attname.data.as_ptr()).to_string_lossy().into_owned()
+        encoding::cstr_from_server_lossy(attribute.attname.data.as_ptr())
     }
 }

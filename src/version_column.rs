@@ -17,6 +17,7 @@ use std::ffi::{c_int, CStr};
 
 use pgrx::pg_sys;
 
+use crate::encoding;
 use crate::trigger::TriggerError;
 
 /// The integer type of a version column; increments wrap like two's-complement arithmetic.
@@ -144,7 +145,7 @@ unsafe fn resolve(
     unsafe {
         let trigger = &*trigger;
         let not_from_enable = || TriggerError::NotCreatedByEnable {
-            trigger: CStr::from_ptr(trigger.tgname).to_string_lossy().into_owned(),
+            trigger: encoding::cstr_from_server_lossy(trigger.tgname),
         };
         if trigger.tgnargs != 1 || trigger.tgqual.is_null() {
             return Err(not_from_enable());
@@ -170,7 +171,7 @@ unsafe fn resolve(
         let attribute = *attribute(tupdesc, attnum);
         let version_type = VersionType::from_oid(attribute.atttypid).ok_or_else(|| {
             TriggerError::UnsupportedType {
-                column: CStr::from_ptr(attribute.attname.data.as_ptr()).to_string_lossy().into_owned(),
+                column: encoding::cstr_from_server_lossy(attribute.attname.data.as_ptr()),
                 type_name: type_name(attribute.atttypid),
             }
         })?;
@@ -200,7 +201,7 @@ pub unsafe fn attribute<'a>(tupdesc: pg_sys::TupleDesc, attnum: i16) -> &'a pg_s
 
 fn type_name(type_oid: pg_sys::Oid) -> String {
     // SAFETY: format_type_be accepts any OID and returns a palloc'd string.
-    unsafe { CStr::from_ptr(pg_sys::format_type_be(type_oid)).to_string_lossy().into_owned() }
+    unsafe { encoding::cstr_from_server_lossy(pg_sys::format_type_be(type_oid)) }
 }
 
 #[cfg(test)]
