@@ -43,6 +43,8 @@ pub enum CheckedError {
     NotVersioned { table: String, quoted: String },
     #[error("versioning of table \"{table}\" is disabled")]
     VersioningDisabled { table: String, quoted: String },
+    #[error("\"{table}\" is {kind}, not a table")]
+    NotATable { table: String, kind: &'static str },
     #[error("table \"{0}\" has no primary key")]
     NoPrimaryKey(String),
     #[error("permission denied for table {0}")]
@@ -69,6 +71,7 @@ impl CheckedError {
     fn sqlstate(&self) -> PgSqlErrorCode {
         match self {
             Self::NullArgument(_) => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            Self::NotATable { .. } => PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
             Self::NoSuchRelation(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
             Self::NotVersioned { .. } | Self::VersioningDisabled { .. } | Self::NoPrimaryKey(_) => {
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
@@ -103,6 +106,7 @@ impl CheckedError {
                 Some(detail)
             }
             Self::NoPrimaryKey(_) => Some("Checked updates find rows by their primary key.".into()),
+            Self::NotATable { .. } => Some("Checked functions write the rows of an ordinary or partitioned table.".into()),
             _ => None,
         }
     }
@@ -179,6 +183,9 @@ fn check_access(table: &Table, version_attnum: i16, access: Access) -> Result<()
 /// the caller; and the attnum of its version column.
 fn checked_table(relid: pg_sys::Oid, access: Access) -> Result<(Rc<Table>, i16)> {
     let table = table(relid)?;
+    if let Some(kind) = table.not_a_table {
+        return Err(CheckedError::NotATable { table: table.display.clone(), kind });
+    }
     let attnum = match &table.versioning {
         None => return Err(CheckedError::NotVersioned { table: table.display.clone(), quoted: table.quoted.clone() }),
         Some(v) if !v.enabled => {

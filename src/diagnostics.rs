@@ -25,8 +25,8 @@ use crate::table::{self, Statement};
 pub enum DiagnosticsError {
     #[error("permission denied for table {0}")]
     PermissionDenied(String),
-    #[error("\"{table}\" is not a table")]
-    NotATable { table: String },
+    #[error("\"{table}\" is {kind}, not a table")]
+    NotATable { table: String, kind: &'static str },
     #[error("the row of \"{table}\" with key {key} is in foreign table \"{foreign}\"")]
     ForeignRow { table: String, key: String, foreign: String },
     #[error(transparent)]
@@ -118,8 +118,8 @@ pub unsafe extern "C-unwind" fn row_locks_wrapper(fcinfo: pg_sys::FunctionCallIn
 /// `key` must be a jsonb Datum that lives for the rest of the call.
 unsafe fn locks_on_row(relid: pg_sys::Oid, key: pg_sys::Datum) -> Result<Vec<RowLock>, DiagnosticsError> {
     let table = table::table(relid)?;
-    if table.relkind != b'r' && table.relkind != b'p' {
-        return Err(DiagnosticsError::NotATable { table: table.display.clone() });
+    if let Some(kind) = table.not_a_table {
+        return Err(DiagnosticsError::NotATable { table: table.display.clone(), kind });
     }
     // SAFETY: plain catalog check for the current user.
     let allowed = unsafe { pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as pg_sys::AclMode) };

@@ -17,7 +17,7 @@ use pgrx::PgSqlErrorCode;
 
 use crate::encoding;
 use crate::fmgr::{finish, v1_function_info};
-use crate::table::utf8;
+use crate::table::{self, utf8};
 use crate::report::{self, Report};
 use crate::version_column::{Mode, VersionType};
 
@@ -28,7 +28,7 @@ pub const TRIGGER_NAME: &str = "rowversion";
 pub enum EnableError {
     #[error("relation with OID {0} does not exist")]
     NoSuchRelation(u32),
-    #[error("\"{table}\" is not a table")]
+    #[error("\"{table}\" is {kind}, not a table")]
     NotATable { table: String, kind: &'static str },
     #[error("must be owner of table {table}")]
     NotOwner { table: String },
@@ -64,7 +64,6 @@ impl EnableError {
 
     fn detail(&self) -> Option<String> {
         match self {
-            Self::NotATable { table, kind } => Some(format!("\"{table}\" is {kind}.")),
             _ => None,
         }
     }
@@ -164,7 +163,9 @@ fn owned_table(client: &mut SpiClient<'_>, rel: pg_sys::Oid) -> Result<Table, En
         .select(
             "SELECT c.relkind::pg_catalog.text, pg_catalog.convert_to(n.nspname::pg_catalog.text, 'UTF8'),
                     pg_catalog.convert_to(c.relname::pg_catalog.text, 'UTF8'),
-                    pg_catalog.pg_has_role(c.relowner, 'USAGE'), c.relowner
+                    pg_catalog.pg_has_role(c.relowner, 'USAGE'), c.relowner,
+                    c.relnamespace OPERATOR(pg_catalog.=) 'pg_catalog'::pg_catalog.regnamespace::pg_catalog.oid
+                    OR c.oid OPERATOR(pg_catalog.<) 16384
              FROM pg_catalog.pg_class c
              JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
              WHERE c.oid OPERATOR(pg_catalog.=) $1",
@@ -184,18 +185,7 @@ fn owned_table(client: &mut SpiClient<'_>, rel: pg_sys::Oid) -> Result<Table, En
         quoted: quote_qualified_identifier(&schema, &name),
         owner: row.get::<pg_sys::Oid>(5)?.unwrap_or(pg_sys::InvalidOid),
     };
-    let kind = match relkind.as_str() {
-        "r" | "p" => None,
-        "v" => Some("a view"),
-        "m" => Some("a materialized view"),
-        "f" => Some("a foreign table"),
-        "S" => Some("a sequence"),
-        "i" | "I" => Some("an index"),
-        "c" => Some("a composite type"),
-        "t" => Some("a TOAST table"),
-        _ => Some("not an ordinary or partitioned table"),
-    };
-    if let Some(kind) = kind {
+    if let Some(kind) = table::not_a_table(&relkind, row.get::<bool>(6)?.unwrap_or(false)) {
         return Err(EnableError::NotATable { table: table.display, kind });
     }
     if !is_owner {
@@ -291,6 +281,30 @@ fn enable_table(
         mode = quote_literal(mode.as_str()),
     );
     client.update(&encoding::to_server(&trigger), None, &[])?;
+    // Versioning is per table: a plain table's inheritance children are tables of their own
+    // (the trigger does not fire for their rows, the checked functions use ONLY). Partitions
+    // share their parent's trigger.
+    let unversioned_children = client
+        .select(
+            "SELECT pg_catalog.count(*) FROM pg_catalog.pg_inherits i
+             JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid
+             WHERE i.inhparent OPERATOR(pg_catalog.=) $1 AND NOT c.relispartition
+               AND NOT EXISTS (SELECT FROM pg_catalog.pg_trigger t
+                               WHERE t.tgrelid OPERATOR(pg_catalog.=) i.inhrelid
+                                 AND t.tgfoid OPERATOR(pg_catalog.=)
+                                     'rowversion.version_trigger()'::pg_catalog.regprocedure::pg_catalog.oid)",
+            Some(1),
+            &[table.oid.into()],
+        )?
+        .first()
+        .get_one::<i64>()?
+        .unwrap_or(0);
+    if unversioned_children > 0 {
+        report::notice(&format!(
+            "table \"{}\" has inheritance children that are not versioned: versioning and the checked functions cover only its own rows",
+            table.display
+        ));
+    }
     if may_hold_nulls {
         // Runs under the new trigger: a stored NULL counts as version 0, so setting 1 is
         // accepted as the next version in either mode.

@@ -29,8 +29,10 @@ pub struct Table {
     pub display: String,
     /// `"schema"."table"`, for SQL.
     pub quoted: String,
-    /// `r`, `p`, `v`, `f`, ... as in `pg_class.relkind`.
-    pub relkind: u8,
+    /// What it is when it is not an ordinary or partitioned table of a user: `Some("a view")`.
+    pub not_a_table: Option<&'static str>,
+    /// Its rows are in its partitions.
+    partitioned: bool,
     /// `None` when the table is not versioned.
     pub versioning: Option<Versioning>,
     pub primary_key: Vec<KeyColumn>,
@@ -136,7 +138,9 @@ fn load(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Result<Table> {
         .select(
             "SELECT pg_catalog.convert_to(n.nspname::pg_catalog.text, 'UTF8'),
                     pg_catalog.convert_to(c.relname::pg_catalog.text, 'UTF8'),
-                    c.relkind::pg_catalog.text
+                    c.relkind::pg_catalog.text,
+                    c.relnamespace OPERATOR(pg_catalog.=) 'pg_catalog'::pg_catalog.regnamespace::pg_catalog.oid
+                    OR c.oid OPERATOR(pg_catalog.<) 16384
              FROM pg_catalog.pg_class c
              JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
              WHERE c.oid OPERATOR(pg_catalog.=) $1",
@@ -148,7 +152,8 @@ fn load(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Result<Table> {
         return Err(CheckedError::NoSuchRelation(relid.to_u32()));
     }
     let (schema, name) = (utf8(row.get::<Vec<u8>>(1)?), utf8(row.get::<Vec<u8>>(2)?));
-    let relkind = row.get::<String>(3)?.unwrap_or_default().bytes().next().unwrap_or(b'r');
+    let relkind = row.get::<String>(3)?.unwrap_or_default();
+    let system = row.get::<bool>(4)?.unwrap_or(false);
 
     let trigger = client
         .select(
@@ -241,11 +246,29 @@ fn load(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Result<Table> {
         name: name.clone(),
         display: format!("{schema}.{name}"),
         quoted: quote_qualified_identifier(&schema, &name),
-        relkind,
+        not_a_table: not_a_table(&relkind, system),
+        partitioned: relkind == "p",
         versioning,
         primary_key,
         columns,
     })
+}
+
+/// What a relation of this `pg_class.relkind` is, if not an ordinary or partitioned table of a
+/// user (`system`: in pg_catalog, or created by initdb): what messages call it.
+pub fn not_a_table(relkind: &str, system: bool) -> Option<&'static str> {
+    match relkind {
+        "r" | "p" if system => Some("a system catalog"),
+        "r" | "p" => None,
+        "v" => Some("a view"),
+        "m" => Some("a materialized view"),
+        "f" => Some("a foreign table"),
+        "S" => Some("a sequence"),
+        "i" | "I" => Some("an index"),
+        "c" => Some("a composite type"),
+        "t" => Some("a TOAST table"),
+        _ => Some("not an ordinary or partitioned table"),
+    }
 }
 
 impl Table {
@@ -283,7 +306,7 @@ impl Table {
     /// are left out (`ONLY`): the checked functions act on the table they are given.
     fn sql(&self, statement: &Statement) -> (String, Vec<PgOid>) {
         let version_column = self.versioning.as_ref().map_or("", |v| v.column.as_str());
-        let only = if self.relkind == b'p' { "" } else { "ONLY " };
+        let only = if self.partitioned { "" } else { "ONLY " };
         let (t, v, keys) = (&self.quoted, quote_identifier(version_column), self.key_condition());
         let jsonb = PgOid::BuiltIn(pg_sys::BuiltinOid::JSONBOID);
         let int8 = PgOid::BuiltIn(pg_sys::BuiltinOid::INT8OID);

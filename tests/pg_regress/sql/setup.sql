@@ -11,3 +11,12 @@ EXCEPTION WHEN OTHERS THEN
     RETURN NEXT;
 END
 $$;
+-- The SQLSTATE and message (its first 100 characters) of a statement, or 'ok'.
+CREATE FUNCTION outcome(statement text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE statement;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE || ': ' || left(SQLERRM, 100);
+END
+$$;
