@@ -159,6 +159,20 @@ enum Access {
 /// will need, SELECT on the key and version columns, and UPDATE of the version column or
 /// DELETE on the table.
 fn check_access(table: &Table, version_attnum: i16, access: Access) -> Result<()> {
+    let write = match access {
+        Access::Read => 0,
+        Access::Update => pg_sys::ACL_UPDATE,
+        Access::Delete => pg_sys::ACL_DELETE,
+    } as pg_sys::AclMode;
+    let wanted = pg_sys::ACL_SELECT as pg_sys::AclMode | write;
+    // SAFETY: a plain catalog check for the current user on an existing table. One lookup of
+    // the table's ACL answers the common case; column privileges are asked only without it.
+    let granted = unsafe {
+        pg_sys::pg_class_aclmask(table.relid, pg_sys::GetUserId(), wanted, pg_sys::AclMaskHow::ACLMASK_ALL)
+    };
+    if granted == wanted {
+        return Ok(());
+    }
     // SAFETY: plain catalog checks for the current user on an existing table.
     let may = |attnum: i16, mode: u32| unsafe {
         let (relid, user, mode) = (table.relid, pg_sys::GetUserId(), mode as pg_sys::AclMode);
@@ -200,15 +214,19 @@ fn checked_table(relid: pg_sys::Oid, access: Access) -> Result<(Rc<Table>, i16)>
     Ok((table, attnum))
 }
 
-/// A jsonb name (a key of `key` or `changes`) for a message.
+/// A jsonb name (a key of `key` or `changes`) for a message, cut to its first characters
+/// before it is copied.
 fn shown_name(name: &[u8]) -> String {
-    // SAFETY: `name` is a readable byte slice.
-    let mut shown = unsafe { encoding::from_server_lossy(name.as_ptr().cast(), name.len()) };
-    if let Some((cut, _)) = shown.char_indices().nth(NAME_CHARS_SHOWN) {
-        shown.truncate(cut);
-        shown.push_str("...");
+    // SAFETY: `name` is a readable byte slice in the database encoding; pg_mbcharcliplen cuts it
+    // at a character boundary.
+    unsafe {
+        let kept = pg_sys::pg_mbcharcliplen(name.as_ptr().cast(), name.len() as i32, NAME_CHARS_SHOWN as i32) as usize;
+        let mut shown = encoding::from_server_lossy(name.as_ptr().cast(), kept);
+        if kept < name.len() {
+            shown.push_str("...");
+        }
+        shown
     }
-    shown
 }
 
 /// Checks that `key` names exactly the primary key columns.
