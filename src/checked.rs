@@ -189,7 +189,7 @@ fn check_access(table: &Table, version_attnum: i16, access: Access) -> Result<()
     if reads && writes {
         Ok(())
     } else {
-        Err(CheckedError::PermissionDenied(table.name.clone()))
+        Err(CheckedError::PermissionDenied(table.relation.name.clone()))
     }
 }
 
@@ -197,18 +197,18 @@ fn check_access(table: &Table, version_attnum: i16, access: Access) -> Result<()
 /// the caller; and the attnum of its version column.
 fn checked_table(relid: pg_sys::Oid, access: Access) -> Result<(Rc<Table>, i16)> {
     let table = table(relid)?;
-    if let Some(kind) = table.not_a_table {
-        return Err(CheckedError::NotATable { table: table.display.clone(), kind });
+    if let Some(kind) = table.relation.not_a_table {
+        return Err(CheckedError::NotATable { table: table.relation.display.clone(), kind });
     }
     let attnum = match &table.versioning {
-        None => return Err(CheckedError::NotVersioned { table: table.display.clone(), quoted: table.quoted.clone() }),
+        None => return Err(CheckedError::NotVersioned { table: table.relation.display.clone(), quoted: table.relation.quoted.clone() }),
         Some(v) if !v.enabled => {
-            return Err(CheckedError::VersioningDisabled { table: table.display.clone(), quoted: table.quoted.clone() })
+            return Err(CheckedError::VersioningDisabled { table: table.relation.display.clone(), quoted: table.relation.quoted.clone() })
         }
         Some(v) => v.attnum,
     };
     if table.primary_key.is_empty() {
-        return Err(CheckedError::NoPrimaryKey(table.display.clone()));
+        return Err(CheckedError::NoPrimaryKey(table.relation.display.clone()));
     }
     check_access(&table, attnum, access)?;
     Ok((table, attnum))
@@ -232,7 +232,7 @@ fn shown_name(name: &[u8]) -> String {
 /// Checks that `key` names exactly the primary key columns.
 pub fn check_key(table: &Table, key: Container) -> Result<()> {
     if table.primary_key.is_empty() {
-        return Err(CheckedError::NoPrimaryKey(table.display.clone()));
+        return Err(CheckedError::NoPrimaryKey(table.relation.display.clone()));
     }
     if !key.is_object() {
         return Err(CheckedError::NotAnObject("key"));
@@ -259,7 +259,7 @@ pub fn check_key(table: &Table, key: Container) -> Result<()> {
         return Ok(());
     }
     Err(CheckedError::KeyMismatch {
-        table: table.display.clone(),
+        table: table.relation.display.clone(),
         missing,
         extra,
         more,
@@ -275,7 +275,7 @@ fn changed_columns(table: &Table, version_attnum: i16, changes: Container) -> Re
     let mut attnums = Vec::new();
     changes.for_each_key(|name| {
         let Some(column) = table.column(name) else {
-            return Err(CheckedError::UnknownColumn { table: table.display.clone(), column: shown_name(name) });
+            return Err(CheckedError::UnknownColumn { table: table.relation.display.clone(), column: shown_name(name) });
         };
         let kind = match (column.attnum == version_attnum, column.generated) {
             (true, _) => Some("version"),
@@ -284,7 +284,7 @@ fn changed_columns(table: &Table, version_attnum: i16, changes: Container) -> Re
         };
         if let Some(kind) = kind {
             return Err(CheckedError::SystemSetColumn {
-                table: table.display.clone(),
+                table: table.relation.display.clone(),
                 column: column.name.clone(),
                 kind,
             });
@@ -411,13 +411,13 @@ fn require_applied(table: &Table, version_attnum: i16, key: JsonArg, expected: i
     match outcome {
         Checked::Applied(version) => Ok(version),
         Checked::Missing => Err(CheckedError::NoSuchRow {
-            table: table.display.clone(),
+            table: table.relation.display.clone(),
             key: key.document.to_text(KEY_CHARS_SHOWN),
         }),
         Checked::Conflict { found, key } => Err(CheckedError::Conflict {
             relid: table.relid,
             attnum: version_attnum,
-            table: table.display.clone(),
+            table: table.relation.display.clone(),
             key,
             expected,
             found,

@@ -35,11 +35,11 @@ pub enum DiagnosticsError {
 
 impl From<DiagnosticsError> for Report {
     fn from(error: DiagnosticsError) -> Self {
+        if let DiagnosticsError::Key(error) = error {
+            return error.into();
+        }
         let (code, hint) = match &error {
-            DiagnosticsError::Key(_) => {
-                let DiagnosticsError::Key(error) = error else { unreachable!() };
-                return error.into();
-            }
+            DiagnosticsError::Key(_) => unreachable!("returned above"),
             DiagnosticsError::PermissionDenied(_) => (
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
                 "row_locks() requires SELECT on the table, as pgrowlocks does.",
@@ -118,13 +118,13 @@ pub unsafe extern "C-unwind" fn row_locks_wrapper(fcinfo: pg_sys::FunctionCallIn
 /// `key` must be a jsonb Datum that lives for the rest of the call.
 unsafe fn locks_on_row(relid: pg_sys::Oid, key: pg_sys::Datum) -> Result<Vec<RowLock>, DiagnosticsError> {
     let table = table::table(relid)?;
-    if let Some(kind) = table.not_a_table {
-        return Err(DiagnosticsError::NotATable { table: table.display.clone(), kind });
+    if let Some(kind) = table.relation.not_a_table {
+        return Err(DiagnosticsError::NotATable { table: table.relation.display.clone(), kind });
     }
     // SAFETY: plain catalog check for the current user.
     let allowed = unsafe { pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as pg_sys::AclMode) };
     if allowed != pg_sys::AclResult::ACLCHECK_OK {
-        return Err(DiagnosticsError::PermissionDenied(table.name.clone()));
+        return Err(DiagnosticsError::PermissionDenied(table.relation.name.clone()));
     }
     // SAFETY: forwarded from the caller.
     let key = unsafe { JsonArg::from_datum(key) };
@@ -140,11 +140,11 @@ unsafe fn locks_on_row(relid: pg_sys::Oid, key: pg_sys::Datum) -> Result<Vec<Row
         Ok::<_, pgrx::spi::SpiError>(Some((partition.unwrap_or_default(), block.unwrap_or(0), offset.unwrap_or(0))))
     })
     .map_err(CheckedError::from)?
-    .ok_or_else(|| CheckedError::NoSuchRow { table: table.display.clone(), key: key.document.to_text(200) })?;
+    .ok_or_else(|| CheckedError::NoSuchRow { table: table.relation.display.clone(), key: key.document.to_text(200) })?;
     // SAFETY: catalog lookups of the relation the row was just read from.
     if unsafe { pg_sys::get_rel_relkind(partition) } != b'r' as std::ffi::c_char {
         return Err(DiagnosticsError::ForeignRow {
-            table: table.display.clone(),
+            table: table.relation.display.clone(),
             key: key.document.to_text(200),
             // SAFETY: as above; get_rel_name returns a palloc'd name of an existing relation.
             foreign: unsafe { encoding::cstr_from_server_lossy(pg_sys::get_rel_name(partition)) },

@@ -12,7 +12,7 @@
 //! code with superuser rights.
 
 use pgrx::prelude::*;
-use pgrx::spi::{quote_identifier, quote_literal, quote_qualified_identifier, SpiClient};
+use pgrx::spi::{quote_identifier, quote_literal, SpiClient};
 use pgrx::PgSqlErrorCode;
 
 use crate::encoding;
@@ -159,39 +159,14 @@ enum Installed {
 }
 
 fn owned_table(client: &mut SpiClient<'_>, rel: pg_sys::Oid) -> Result<Table, EnableError> {
-    let row = client
-        .select(
-            "SELECT c.relkind::pg_catalog.text, pg_catalog.convert_to(n.nspname::pg_catalog.text, 'UTF8'),
-                    pg_catalog.convert_to(c.relname::pg_catalog.text, 'UTF8'),
-                    pg_catalog.pg_has_role(c.relowner, 'USAGE'), c.relowner,
-                    c.relnamespace OPERATOR(pg_catalog.=) 'pg_catalog'::pg_catalog.regnamespace::pg_catalog.oid
-                    OR c.oid OPERATOR(pg_catalog.<) 16384
-             FROM pg_catalog.pg_class c
-             JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
-             WHERE c.oid OPERATOR(pg_catalog.=) $1",
-            Some(1),
-            &[rel.into()],
-        )?
-        .first();
-    if row.is_empty() {
-        return Err(EnableError::NoSuchRelation(rel.to_u32()));
+    let relation = table::relation(client, rel)?.ok_or(EnableError::NoSuchRelation(rel.to_u32()))?;
+    if let Some(kind) = relation.not_a_table {
+        return Err(EnableError::NotATable { table: relation.display, kind });
     }
-    let relkind = row.get::<String>(1)?.unwrap_or_default();
-    let (schema, name) = (utf8(row.get::<Vec<u8>>(2)?), utf8(row.get::<Vec<u8>>(3)?));
-    let is_owner = row.get::<bool>(4)?.unwrap_or(false);
-    let table = Table {
-        oid: rel,
-        display: format!("{schema}.{name}"),
-        quoted: quote_qualified_identifier(&schema, &name),
-        owner: row.get::<pg_sys::Oid>(5)?.unwrap_or(pg_sys::InvalidOid),
-    };
-    if let Some(kind) = table::not_a_table(&relkind, row.get::<bool>(6)?.unwrap_or(false)) {
-        return Err(EnableError::NotATable { table: table.display, kind });
+    if !relation.caller_owns {
+        return Err(EnableError::NotOwner { table: relation.display });
     }
-    if !is_owner {
-        return Err(EnableError::NotOwner { table: table.display });
-    }
-    Ok(table)
+    Ok(Table { oid: rel, display: relation.display, quoted: relation.quoted, owner: relation.owner })
 }
 
 fn installed_trigger(client: &mut SpiClient<'_>, table: &Table) -> Result<Installed, EnableError> {

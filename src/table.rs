@@ -23,16 +23,7 @@ use crate::encoding;
 /// What statements that find one row by its primary key need to know about a table.
 pub struct Table {
     pub relid: pg_sys::Oid,
-    /// The table's name alone, as Postgres' own permission errors show it.
-    pub name: String,
-    /// `schema.table`, for messages.
-    pub display: String,
-    /// `"schema"."table"`, for SQL.
-    pub quoted: String,
-    /// What it is when it is not an ordinary or partitioned table of a user: `Some("a view")`.
-    pub not_a_table: Option<&'static str>,
-    /// Its rows are in its partitions.
-    partitioned: bool,
+    pub relation: Relation,
     /// `None` when the table is not versioned.
     pub versioning: Option<Versioning>,
     pub primary_key: Vec<KeyColumn>,
@@ -133,14 +124,32 @@ pub fn utf8(bytes: Option<Vec<u8>>) -> String {
     String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned()
 }
 
-fn load(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Result<Table> {
+/// What every entry point first learns about a relation from `pg_class`.
+pub struct Relation {
+    /// `schema.table`, for messages.
+    pub display: String,
+    /// `"schema"."table"`, for SQL.
+    pub quoted: String,
+    /// The table's name alone, as Postgres' own permission errors show it.
+    pub name: String,
+    /// What it is when it is not an ordinary or partitioned table of a user: `Some("a view")`.
+    pub not_a_table: Option<&'static str>,
+    pub partitioned: bool,
+    pub owner: pg_sys::Oid,
+    /// Whether the current role owns it (is a member of the owning role).
+    pub caller_owns: bool,
+}
+
+/// The relation `relid`, `None` when there is no such relation.
+pub fn relation(client: &SpiClient<'_>, relid: pg_sys::Oid) -> std::result::Result<Option<Relation>, pgrx::spi::SpiError> {
     let row = client
         .select(
             "SELECT pg_catalog.convert_to(n.nspname::pg_catalog.text, 'UTF8'),
                     pg_catalog.convert_to(c.relname::pg_catalog.text, 'UTF8'),
                     c.relkind::pg_catalog.text,
                     c.relnamespace OPERATOR(pg_catalog.=) 'pg_catalog'::pg_catalog.regnamespace::pg_catalog.oid
-                    OR c.oid OPERATOR(pg_catalog.<) 16384
+                    OR c.oid OPERATOR(pg_catalog.<) 16384,
+                    c.relowner, pg_catalog.pg_has_role(c.relowner, 'USAGE')
              FROM pg_catalog.pg_class c
              JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
              WHERE c.oid OPERATOR(pg_catalog.=) $1",
@@ -149,12 +158,23 @@ fn load(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Result<Table> {
         )?
         .first();
     if row.is_empty() {
-        return Err(CheckedError::NoSuchRelation(relid.to_u32()));
+        return Ok(None);
     }
     let (schema, name) = (utf8(row.get::<Vec<u8>>(1)?), utf8(row.get::<Vec<u8>>(2)?));
     let relkind = row.get::<String>(3)?.unwrap_or_default();
-    let system = row.get::<bool>(4)?.unwrap_or(false);
+    Ok(Some(Relation {
+        display: format!("{schema}.{name}"),
+        quoted: quote_qualified_identifier(&schema, &name),
+        not_a_table: not_a_table(&relkind, row.get::<bool>(4)?.unwrap_or(false)),
+        partitioned: relkind == "p",
+        owner: row.get::<pg_sys::Oid>(5)?.unwrap_or(pg_sys::InvalidOid),
+        caller_owns: row.get::<bool>(6)?.unwrap_or(false),
+        name,
+    }))
+}
 
+fn load(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Result<Table> {
+    let relation = relation(client, relid)?.ok_or(CheckedError::NoSuchRelation(relid.to_u32()))?;
     let trigger = client
         .select(
             "SELECT pg_catalog.convert_to(a.attname::pg_catalog.text, 'UTF8'), a.attnum,
@@ -241,17 +261,7 @@ fn load(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Result<Table> {
             Ok((encoding::to_server(&column.name).into_bytes(), column))
         })
         .collect::<Result<HashMap<_, _>>>()?;
-    Ok(Table {
-        relid,
-        name: name.clone(),
-        display: format!("{schema}.{name}"),
-        quoted: quote_qualified_identifier(&schema, &name),
-        not_a_table: not_a_table(&relkind, system),
-        partitioned: relkind == "p",
-        versioning,
-        primary_key,
-        columns,
-    })
+    Ok(Table { relid, relation, versioning, primary_key, columns })
 }
 
 /// What a relation of this `pg_class.relkind` is, if not an ordinary or partitioned table of a
@@ -293,7 +303,7 @@ impl Table {
             .iter()
             .map(|KeyColumn { name, equals, .. }| {
                 let c = quote_identifier(name);
-                format!("t.{c} {equals} (pg_catalog.jsonb_populate_record(NULL::{}, $1)).{c}", self.quoted)
+                format!("t.{c} {equals} (pg_catalog.jsonb_populate_record(NULL::{}, $1)).{c}", self.relation.quoted)
             })
             .collect::<Vec<_>>()
             .join(" AND ")
@@ -306,8 +316,8 @@ impl Table {
     /// are left out (`ONLY`): the checked functions act on the table they are given.
     fn sql(&self, statement: &Statement) -> (String, Vec<PgOid>) {
         let version_column = self.versioning.as_ref().map_or("", |v| v.column.as_str());
-        let only = if self.partitioned { "" } else { "ONLY " };
-        let (t, v, keys) = (&self.quoted, quote_identifier(version_column), self.key_condition());
+        let only = if self.relation.partitioned { "" } else { "ONLY " };
+        let (t, v, keys) = (&self.relation.quoted, quote_identifier(version_column), self.key_condition());
         let jsonb = PgOid::BuiltIn(pg_sys::BuiltinOid::JSONBOID);
         let int8 = PgOid::BuiltIn(pg_sys::BuiltinOid::INT8OID);
         match statement {

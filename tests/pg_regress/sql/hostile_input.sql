@@ -26,6 +26,25 @@ SELECT outcome($$SELECT rowversion.update('exact', '{"id": 1e400}', 2, '{}')$$);
 SELECT outcome($$SELECT rowversion.update('exact', '{"id": {"nested": [1, 2]}}', 2, '{}')$$);
 SELECT outcome($$SELECT rowversion.update('exact', '{"id": 1}', 2, '{"n": 2147483647, "b": -9223372036854775808}')$$);
 SELECT n, b, version FROM exact WHERE id = 1;
+-- Every integer width and a scaled numeric, at and past their bounds.
+CREATE TABLE bounds (id int PRIMARY KEY, s smallint, i int, b bigint, m numeric(5, 2));
+SELECT rowversion.enable('bounds');
+INSERT INTO bounds (id) VALUES (1);
+SELECT rowversion.update('bounds', '{"id": 1}', 1, '{"s": 32767, "i": -2147483648, "b": 9223372036854775807, "m": 999.99}');
+SELECT rowversion.update('bounds', '{"id": 1}', 2, '{"s": -32768, "i": 2147483647, "b": -9223372036854775808, "m": -999.99}');
+SELECT s, i, b, m, version FROM bounds;
+SELECT outcome($$SELECT rowversion.update('bounds', '{"id": 1}', 3, '{"s": 32768}')$$);
+SELECT outcome($$SELECT rowversion.update('bounds', '{"id": 1}', 3, '{"s": -32769}')$$);
+SELECT outcome($$SELECT rowversion.update('bounds', '{"id": 1}', 3, '{"i": -2147483649}')$$);
+SELECT outcome($$SELECT rowversion.update('bounds', '{"id": 1}', 3, '{"b": -9223372036854775809}')$$);
+SELECT outcome($$SELECT rowversion.update('bounds', '{"id": 1}', 3, '{"m": 999.995}')$$);
+SELECT outcome($$SELECT rowversion.update('bounds', '{"id": 2147483648}', 3, '{}')$$);
+SELECT outcome($$SELECT rowversion.update('bounds', '{"id": 1}', 3, '{"m": 1e-400}')$$);
+SELECT outcome($$SELECT rowversion.update_many('bounds', '[{"key": {"id": 1}, "version": -9223372036854775808, "changes": {}}]')$$);
+SELECT outcome($$SELECT rowversion.update_many('bounds', '[{"key": {"id": 1}, "version": -9223372036854775809, "changes": {}}]')$$);
+SELECT outcome($$SELECT rowversion.update_many('bounds', '[{"key": {"id": 1}, "version": 9223372036854775807, "changes": {}}]')$$);
+SELECT s, i, b, m, version FROM bounds;
+DROP TABLE bounds;
 
 -- update_many: a version is an integer within bigint's range, or the row is refused (22023).
 SELECT outcome($$SELECT rowversion.update_many('exact', '[{"key": {"id": 1}, "version": 1e400, "changes": {}}]')$$);
