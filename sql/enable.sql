@@ -1,14 +1,15 @@
--- Declared by hand because pgrx has no mapping for the `name` type (src/enable.rs).
+-- Plain V1 C functions (src/enable.rs).
 CREATE FUNCTION rowversion.enable(
     rel regclass,
     version_column name DEFAULT 'version',
-    mode text DEFAULT 'lenient'
+    mode text DEFAULT 'lenient',
+    ignore_columns name[] DEFAULT '{}'
 ) RETURNS void
 LANGUAGE c VOLATILE STRICT
 AS 'MODULE_PATHNAME', 'enable_wrapper';
 
-COMMENT ON FUNCTION rowversion.enable(regclass, name, text) IS
-'Puts a table under version control: adds the version column if missing and installs the trigger "rowversion"';
+COMMENT ON FUNCTION rowversion.enable(regclass, name, text, name[]) IS
+'Puts a table under version control: adds the version column if missing and installs the trigger "rowversion"; an UPDATE of ignore_columns only does not count as a change';
 
 CREATE FUNCTION rowversion.disable(rel regclass) RETURNS void
 LANGUAGE c VOLATILE STRICT

@@ -1,26 +1,29 @@
--- Every versioned table. The version column is read from the dependency that the trigger's
--- WHEN clause records on it, so the view follows renames of the table and of the column.
+-- The columns a versioning trigger's WHEN clause names (src/version_column.rs): the version
+-- column first, then the ignored ones. Postgres keeps the clause's columns by attribute
+-- number, so they follow renames; NULLs for a clause enable() did not write.
+CREATE FUNCTION rowversion.trigger_columns(rel regclass, tgqual pg_node_tree,
+    OUT version_column name, OUT ignore_columns name[])
+LANGUAGE c STABLE STRICT
+AS 'MODULE_PATHNAME', 'rowversion_trigger_columns';
+
+COMMENT ON FUNCTION rowversion.trigger_columns(regclass, pg_node_tree) IS
+'The version column and the ignored columns named in the WHEN clause of a trigger that rowversion.enable() created';
+
+-- Every versioned table. Follows renames of the table and of its columns.
 -- Partitions of a versioned partitioned table inherit its trigger and are not listed.
 CREATE VIEW rowversion.tables AS
 SELECT t.tgrelid::pg_catalog.regclass AS rel,
-       a.attname AS version_column,
+       c.version_column,
        pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), '\000', 1) AS mode,
-       t.tgenabled IN ('O', 'A') AS enabled
+       t.tgenabled IN ('O', 'A') AS enabled,
+       c.ignore_columns
 FROM pg_catalog.pg_trigger t
-JOIN pg_catalog.pg_depend d
-  ON d.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass
- AND d.objid = t.oid
- AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
- AND d.refobjid = t.tgrelid
- AND d.refobjsubid > 0
-JOIN pg_catalog.pg_attribute a
-  ON a.attrelid = t.tgrelid
- AND a.attnum = d.refobjsubid
+CROSS JOIN LATERAL rowversion.trigger_columns(t.tgrelid, t.tgqual) c
 WHERE t.tgfoid = 'rowversion.version_trigger()'::pg_catalog.regprocedure
   AND t.tgparentid = 0;
 
 COMMENT ON VIEW rowversion.tables IS
-'Versioned tables: version column, mode (lenient or strict), and whether the trigger fires in ordinary sessions';
+'Versioned tables: version column, mode (lenient or strict), whether the trigger fires in ordinary sessions, and the columns whose updates alone do not count';
 
 GRANT USAGE ON SCHEMA rowversion TO PUBLIC;
 GRANT SELECT ON rowversion.tables TO PUBLIC;

@@ -32,6 +32,12 @@ pub enum EnableError {
     NotATable { table: String, kind: &'static str },
     #[error("must be owner of table {table}")]
     NotOwner { table: String },
+    #[error("column \"{column}\" of table \"{table}\" does not exist")]
+    NoSuchColumn { table: String, column: String },
+    #[error("the version column \"{column}\" cannot be one of the ignored columns")]
+    VersionIgnored { column: String },
+    #[error("ignore_columns must not contain NULL")]
+    NullIgnoredColumn,
     #[error("invalid mode \"{0}\"")]
     InvalidMode(String),
     #[error("column \"{column}\" of table \"{table}\" has type {type_name}, which cannot hold a version")]
@@ -54,7 +60,9 @@ impl EnableError {
                 PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE
             }
             Self::NotOwner { .. } => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            Self::InvalidMode(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            Self::InvalidMode(_) | Self::VersionIgnored { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            Self::NoSuchColumn { .. } => PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+            Self::NullIgnoredColumn => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             Self::UnsupportedType { .. } => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
             Self::GeneratedColumn { .. } => PgSqlErrorCode::ERRCODE_INVALID_COLUMN_DEFINITION,
             Self::TriggerNameTaken { .. } => PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
@@ -74,6 +82,10 @@ impl EnableError {
                 Some("Only ordinary and partitioned tables can be versioned.".into())
             }
             Self::InvalidMode(_) => Some("The mode is 'lenient' or 'strict'.".into()),
+            Self::VersionIgnored { .. } => Some(
+                "ignore_columns lists columns whose updates alone do not move the version; the version column always counts."
+                    .into(),
+            ),
             Self::UnsupportedType { .. } => Some(
                 "A version column must be smallint, integer or bigint; name another column, or a new one to have it added as bigint."
                     .into(),
@@ -109,16 +121,52 @@ v1_function_info!(pg_finfo_enable_wrapper, pg_finfo_disable_wrapper);
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn enable_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    // SAFETY: a V1 call of a STRICT function: (oid, name, text), none NULL.
+    // SAFETY: a V1 call of a STRICT function: (oid, name, text, name[]), none NULL; 0.1.0's
+    // declaration, which a database runs until ALTER EXTENSION UPDATE, has no name[].
     unsafe {
         finish(fcinfo, |args| {
-            let [Some(rel), Some(column), Some(mode)] = args else { return Ok(None) };
+            let [Some(rel), Some(column), Some(mode), ignore @ ..] = args else { return Ok(None) };
             let rel = pg_sys::Oid::from(rel.value() as u32);
             let column = encoding::cstr_from_server(column.cast_mut_ptr::<std::ffi::c_char>());
             let mode = pg_sys::text_to_cstring(mode.cast_mut_ptr());
             let mode = encoding::cstr_from_server_lossy(mode);
-            Spi::connect_mut(|client| enable_table(client, rel, &column, &mode)).map(|()| None)
+            let ignore = match ignore.first() {
+                Some(Some(array)) => names(*array)?,
+                _ => Vec::new(),
+            };
+            Spi::connect_mut(|client| enable_table(client, rel, &column, &mode, &ignore)).map(|()| None)
         })
+    }
+}
+
+/// The elements of a `name[]` argument, at most as many as a table has columns (more cannot
+/// all be columns: the caller learns that from the first unknown one).
+///
+/// # Safety
+/// `array` must be a `name[]` Datum of the current call.
+unsafe fn names(array: pg_sys::Datum) -> Result<Vec<String>, EnableError> {
+    // SAFETY: deconstruct_array reads a detoasted name[] into palloc'd element and null arrays.
+    unsafe {
+        let array = pg_sys::pg_detoast_datum(array.cast_mut_ptr()) as *mut pg_sys::ArrayType;
+        let (mut elements, mut nulls, mut count) = (std::ptr::null_mut(), std::ptr::null_mut(), 0);
+        pg_sys::deconstruct_array(
+            array,
+            pg_sys::NAMEOID,
+            pg_sys::NAMEDATALEN as i32,
+            false,
+            pg_sys::TYPALIGN_CHAR as std::ffi::c_char,
+            &mut elements,
+            &mut nulls,
+            &mut count,
+        );
+        let count = count as usize;
+        if count > 0 && std::slice::from_raw_parts(nulls, count).contains(&true) {
+            return Err(EnableError::NullIgnoredColumn);
+        }
+        Ok(std::slice::from_raw_parts(elements, count.min(pg_sys::MaxHeapAttributeNumber as usize + 1))
+            .iter()
+            .map(|name| encoding::cstr_from_server(name.cast_mut_ptr::<std::ffi::c_char>()))
+            .collect())
     }
 }
 
@@ -198,6 +246,7 @@ fn enable_table(
     rel: pg_sys::Oid,
     column: &str,
     mode: &str,
+    ignore: &[String],
 ) -> Result<(), EnableError> {
     let mode = Mode::parse(mode).ok_or_else(|| EnableError::InvalidMode(mode.into()))?;
     let table = owned_table(client, rel)?;
@@ -248,9 +297,14 @@ fn enable_table(
         !existing.get::<bool>(3)?.unwrap_or(false)
     };
 
+    // The WHEN clause names the version column first, then the ignored ones (src/version_column.rs).
+    let mut when = format!("NEW.{quoted_column} IS NULL OR ");
+    for name in ignore_columns(client, &table, column, ignore)? {
+        when.push_str(&format!("NEW.{} IS NULL OR ", quote_identifier(name)));
+    }
     let trigger = format!(
         "CREATE OR REPLACE TRIGGER {TRIGGER_NAME} BEFORE INSERT OR UPDATE ON {table}
-         FOR EACH ROW WHEN (NEW.{quoted_column} IS NULL OR true)
+         FOR EACH ROW WHEN ({when}true)
          EXECUTE FUNCTION rowversion.version_trigger({mode})",
         table = table.quoted,
         mode = quote_literal(mode.as_str()),
@@ -324,6 +378,40 @@ fn as_owner<T>(owner: pg_sys::Oid, work: impl FnOnce() -> T) -> T {
         pg_sys::SetUserIdAndSecContext(caller, context);
     }
     result
+}
+
+/// The distinct columns of `ignore`, each checked to be a column of the table other than the
+/// version column.
+fn ignore_columns<'a>(
+    client: &mut SpiClient<'_>,
+    table: &Table,
+    version_column: &str,
+    ignore: &'a [String],
+) -> Result<Vec<&'a String>, EnableError> {
+    let mut columns: Vec<&String> = Vec::new();
+    for name in ignore {
+        if name == version_column {
+            return Err(EnableError::VersionIgnored { column: name.clone() });
+        }
+        let exists = client
+            .select(
+                "SELECT FROM pg_catalog.pg_attribute a
+                 WHERE a.attrelid OPERATOR(pg_catalog.=) $1
+                   AND a.attname OPERATOR(pg_catalog.=) pg_catalog.convert_from($2, 'UTF8')::pg_catalog.name
+                   AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped",
+                Some(1),
+                &[table.oid.into(), name.as_bytes().into()],
+            )?
+            .len()
+            > 0;
+        if !exists {
+            return Err(EnableError::NoSuchColumn { table: table.display.clone(), column: name.clone() });
+        }
+        if !columns.contains(&name) {
+            columns.push(name);
+        }
+    }
+    Ok(columns)
 }
 
 fn disable_table(client: &mut SpiClient<'_>, rel: pg_sys::Oid) -> Result<(), EnableError> {

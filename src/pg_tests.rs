@@ -322,8 +322,84 @@ mod tests {
             (Some("public"), Some("stale"), Some("version"))
         );
         assert_eq!(int("SELECT price FROM stale"), 120000, "A's write stays");
-        let e = error("UPDATE stale SET version = 5 WHERE id = 1"); // from the future: also a conflict
-        assert_eq!(e.detail.as_deref(), Some("Key (id)=(1): expected version 5, found version 2."));
+        let e = error("UPDATE stale SET version = 0 WHERE id = 1"); // older than either: a conflict
+        assert_eq!(e.detail.as_deref(), Some("Key (id)=(1): expected version 0, found version 2."));
+    }
+
+    #[pg_test]
+    fn a_newer_version_is_kept_as_supplied() {
+        products("newer");
+        // django-concurrency's IntegerVersionField: a time-based number, checked by the
+        // statement's own WHERE clause.
+        run("UPDATE newer SET price = 2, version = 1700000000000 WHERE id = 1 AND version = 1");
+        assert_eq!(int("SELECT version FROM newer"), 1700000000000);
+        run("UPDATE newer SET price = 3, version = 1700000000000 WHERE id = 1");
+        assert_eq!(int("SELECT version FROM newer"), 1700000000001, "the stored one: incremented");
+        let e = error("UPDATE newer SET price = 4, version = 1699999999999 WHERE id = 1");
+        assert_eq!(e.detail.as_deref(), Some("Key (id)=(1): expected version 1699999999999, found version 1700000000001."));
+    }
+
+    #[pg_test]
+    fn updates_of_ignored_columns_only_do_not_count() {
+        run("CREATE TABLE users (id int PRIMARY KEY, name text, last_login timestamptz, logins int DEFAULT 0)");
+        run("SELECT rowversion.enable('users', ignore_columns => '{last_login, logins}')");
+        run("INSERT INTO users (id, name) VALUES (1, 'ann')");
+        run("UPDATE users SET last_login = now(), logins = logins + 1");
+        assert_eq!(int("SELECT version FROM users"), 1, "bookkeeping: no new version");
+        run("UPDATE users SET name = 'anne', last_login = now()");
+        assert_eq!(int("SELECT version FROM users"), 2, "any other column counts");
+        run("SELECT rowversion.enable('users', mode => 'strict', ignore_columns => '{last_login, logins}')");
+        run("UPDATE users SET logins = logins + 1");
+        assert_eq!(int("SELECT version FROM users"), 2, "not refused in strict mode either");
+        assert_eq!(error("UPDATE users SET name = 'x'").sqlstate, "42P10");
+        run("UPDATE users SET logins = 5, version = 2");
+        assert_eq!(int("SELECT version FROM users"), 3, "naming the version: checked and moved");
+        assert_eq!(error("UPDATE users SET logins = 6, version = 1").sqlstate, "40001");
+        assert_eq!(int(r#"SELECT rowversion.update('users', '{"id": 1}', 3, '{"logins": 7}')"#), 4, "checked functions always count");
+    }
+
+    #[pg_test]
+    fn ignored_columns_follow_renames_are_listed_and_can_be_dropped_once_released() {
+        run("CREATE TABLE counted (id int PRIMARY KEY, hits int DEFAULT 0)");
+        run("SELECT rowversion.enable('counted', ignore_columns => ARRAY['hits'])");
+        let listed = "SELECT ignore_columns::text FROM rowversion.tables WHERE rel = 'counted'::regclass";
+        assert_eq!(text(listed), Some("{hits}".into()));
+        run("ALTER TABLE counted RENAME COLUMN hits TO views");
+        assert_eq!(text(listed), Some("{views}".into()));
+        run("INSERT INTO counted VALUES (1)");
+        run("UPDATE counted SET views = views + 1");
+        assert_eq!(int("SELECT version FROM counted"), 1);
+        let e = error("ALTER TABLE counted DROP COLUMN views");
+        assert_eq!(e.sqlstate, "2BP01", "the trigger depends on it: versioning is never lost silently");
+        run("SELECT rowversion.enable('counted')");
+        run("ALTER TABLE counted DROP COLUMN views");
+        assert_eq!(text(listed), Some("{}".into()));
+        run("UPDATE counted SET id = 1");
+        assert_eq!(int("SELECT version FROM counted"), 2);
+    }
+
+    #[pg_test]
+    fn ignore_columns_must_name_other_columns_of_the_table() {
+        products("ign");
+        let e = error("SELECT rowversion.enable('ign', ignore_columns => '{nope}')");
+        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("42703", "column \"nope\" of table \"public.ign\" does not exist"));
+        assert_eq!(error("SELECT rowversion.enable('ign', ignore_columns => '{version}')").sqlstate, "22023");
+        assert_eq!(error("SELECT rowversion.enable('ign', ignore_columns => ARRAY[NULL]::name[])").sqlstate, "22004");
+        run("SELECT rowversion.enable('ign', ignore_columns => '{price, price}')");
+        assert_eq!(text("SELECT ignore_columns::text FROM rowversion.tables WHERE rel = 'ign'::regclass"), Some("{price}".into()));
+    }
+
+    #[pg_test]
+    fn newer_is_serial_number_order_in_the_column_width() {
+        run("CREATE TABLE narrow (id int PRIMARY KEY, version smallint)");
+        run("SELECT rowversion.enable('narrow')");
+        run("INSERT INTO narrow VALUES (1, 32767)");
+        run("UPDATE narrow SET version = -32768");
+        assert_eq!(int("SELECT version FROM narrow"), -32768, "stored + 1, across the wrap, is newer");
+        run("UPDATE narrow SET version = -1");
+        assert_eq!(int("SELECT version FROM narrow"), -1, "32,767 ahead is newer");
+        let e = error("UPDATE narrow SET version = 32767");
+        assert_eq!(e.sqlstate, "40001", "32,768 ahead is not newer: behind, in serial-number order");
     }
 
     #[pg_test]
@@ -331,8 +407,8 @@ mod tests {
         run("CREATE TABLE lines (order_id int, line int, qty int, PRIMARY KEY (order_id, line))");
         run("SELECT rowversion.enable('lines')");
         run("INSERT INTO lines VALUES (7, 2, 1)");
-        let e = error("UPDATE lines SET qty = 2, version = 9");
-        assert_eq!(e.detail.as_deref(), Some("Key (order_id, line)=(7, 2): expected version 9, found version 1."));
+        let e = error("UPDATE lines SET qty = 2, version = 0");
+        assert_eq!(e.detail.as_deref(), Some("Key (order_id, line)=(7, 2): expected version 0, found version 1."));
     }
 
     #[pg_test]
@@ -341,7 +417,7 @@ mod tests {
         run("CREATE ROLE rv_writer");
         run("GRANT UPDATE (price, version) ON secret TO rv_writer");
         run("SET LOCAL ROLE rv_writer");
-        let e = error("UPDATE secret SET price = 1, version = 9");
+        let e = error("UPDATE secret SET price = 1, version = 0");
         run("RESET ROLE");
         assert_eq!(e.sqlstate, "40001");
         assert_eq!(e.detail.as_deref(), Some("Key and version hidden: the row has changed."));
@@ -364,11 +440,11 @@ mod tests {
         run("CREATE ROLE rv_reader");
         run("GRANT SELECT, UPDATE ON parted TO rv_reader");
         run("SET LOCAL ROLE rv_reader");
-        let e = error("UPDATE parted SET price = 2, version = 9 WHERE id = 1");
+        let e = error("UPDATE parted SET price = 2, version = 0 WHERE id = 1");
         run("RESET ROLE");
         // The key comes from the partition's own index, which the role may not read, as in
         // Postgres' unique-violation details; the version it may read through the parent.
-        assert_eq!(e.detail.as_deref(), Some("Expected version 9, found version 1."));
+        assert_eq!(e.detail.as_deref(), Some("Expected version 0, found version 1."));
     }
 
     #[pg_test]
@@ -376,7 +452,7 @@ mod tests {
         run("CREATE TABLE nokey (name text)");
         run("SELECT rowversion.enable('nokey')");
         run("INSERT INTO nokey VALUES ('x')");
-        assert_eq!(error("UPDATE nokey SET version = 3").detail.as_deref(), Some("Expected version 3, found version 1."));
+        assert_eq!(error("UPDATE nokey SET version = 0").detail.as_deref(), Some("Expected version 0, found version 1."));
     }
 
     #[pg_test]

@@ -180,13 +180,9 @@ fn load(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Result<Table> {
             "SELECT pg_catalog.convert_to(a.attname::pg_catalog.text, 'UTF8'), a.attnum,
                     t.tgenabled OPERATOR(pg_catalog.=) 'O' OR t.tgenabled OPERATOR(pg_catalog.=) 'A'
              FROM pg_catalog.pg_trigger t
-             JOIN pg_catalog.pg_depend d
-               ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_trigger'::pg_catalog.regclass::pg_catalog.oid
-              AND d.objid OPERATOR(pg_catalog.=) t.oid
-              AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid
-              AND d.refobjid OPERATOR(pg_catalog.=) t.tgrelid AND d.refobjsubid OPERATOR(pg_catalog.>) 0
+             CROSS JOIN LATERAL rowversion.trigger_columns(t.tgrelid, t.tgqual) c
              JOIN pg_catalog.pg_attribute a
-               ON a.attrelid OPERATOR(pg_catalog.=) t.tgrelid AND a.attnum OPERATOR(pg_catalog.=) d.refobjsubid
+               ON a.attrelid OPERATOR(pg_catalog.=) t.tgrelid AND a.attname OPERATOR(pg_catalog.=) c.version_column
              WHERE t.tgrelid OPERATOR(pg_catalog.=) $1
                AND t.tgfoid OPERATOR(pg_catalog.=) 'rowversion.version_trigger()'::pg_catalog.regprocedure::pg_catalog.oid",
             Some(1),

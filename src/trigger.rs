@@ -195,7 +195,12 @@ unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> p
         let stored = read_version(stored_row, tupdesc, column).unwrap_or(0);
         let next = column.version_type.next(stored);
 
-        if !names_column((*data).tg_updatedcols, column.attnum) {
+        let updated = (*data).tg_updatedcols;
+        if !names_column(updated, column.attnum) {
+            // Bookkeeping: an UPDATE of ignored columns only is not a change of the row.
+            if column.ignored.cover(updated) {
+                return new_row;
+            }
             return match column.mode {
                 Mode::Lenient => with_version(new_row, tupdesc, column, next),
                 Mode::Strict => raise(rel, column, |table, name| TriggerError::VersionRequired {
@@ -208,9 +213,10 @@ unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> p
             None => raise(rel, column, |table, name| TriggerError::NullVersion { table, column: name }),
             // The version the writer read: the check passes, the version moves on.
             Some(supplied) if supplied == stored => with_version(new_row, tupdesc, column, next),
-            // ORMs send `SET version = read + 1 WHERE id = ? AND version = read`; their WHERE
-            // clause did the check, and the row already carries the next version.
-            Some(supplied) if supplied == next => new_row,
+            // A newer version, in serial-number order for the column's width, is the writer's
+            // own next version: ORMs send `SET version = read + 1 WHERE id = ? AND version =
+            // read` (or a time-based number) and their WHERE clause did the check. Kept as is.
+            Some(supplied) if column.version_type.is_newer(supplied, stored) => new_row,
             Some(supplied) => {
                 let key = describe_key(rel, stored_row);
                 let found = version_readable(rel, column.attnum).then_some(stored);

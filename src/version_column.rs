@@ -1,10 +1,12 @@
 //! Which column of a table holds its version, of which type, in which mode.
 //!
-//! `rowversion.enable()` names the column in the trigger's `WHEN (NEW.col IS NULL OR true)`
-//! clause. The clause is always true; it is there so that Postgres itself keeps track of the
-//! column: the stored expression refers to it by attribute number, so `ALTER TABLE ... RENAME
-//! COLUMN` follows it, `pg_dump` writes its current name, and `DROP COLUMN` is refused while the
-//! table is versioned. Trigger arguments, by contrast, are frozen text.
+//! `rowversion.enable()` names the columns in the trigger's `WHEN (NEW.version IS NULL OR
+//! NEW.ignored1 IS NULL OR ... OR true)` clause: the first is the version column, the others
+//! the columns whose updates do not count (`ignore_columns`). The clause is always true; it is
+//! there so that Postgres itself keeps track of the columns: the stored expression refers to
+//! them by attribute number, so `ALTER TABLE ... RENAME COLUMN` follows them, `pg_dump` writes
+//! their current names, and `DROP COLUMN` is refused while the table is versioned (call
+//! `enable()` again without the column first). Trigger arguments, by contrast, are frozen text.
 //!
 //! Reading the clause costs a `stringToNode`, so the result is kept per trigger for the
 //! session and forgotten when the table's relcache entry is invalidated (any `ALTER TABLE`,
@@ -13,7 +15,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::{c_int, CStr};
+use std::ffi::CStr;
 
 use pgrx::pg_sys;
 
@@ -53,6 +55,16 @@ impl VersionType {
             Self::Int2 => i64::from(datum.value() as i16),
             Self::Int4 => i64::from(datum.value() as i32),
             Self::Int8 => datum.value() as i64,
+        }
+    }
+
+    /// Whether `supplied` is newer than `stored` in serial-number order for the type's width
+    /// (RFC 1982): `(supplied - stored) mod 2^bits` lies in `[1, 2^(bits-1))`.
+    pub fn is_newer(self, supplied: i64, stored: i64) -> bool {
+        match self {
+            Self::Int2 => (supplied as i16).wrapping_sub(stored as i16) > 0,
+            Self::Int4 => (supplied as i32).wrapping_sub(stored as i32) > 0,
+            Self::Int8 => supplied.wrapping_sub(stored) > 0,
         }
     }
 
@@ -98,6 +110,51 @@ pub struct VersionColumn {
     pub attnum: i16,
     pub version_type: VersionType,
     pub mode: Mode,
+    pub ignored: IgnoredColumns,
+}
+
+/// Bitmapset words for every column a table can have (1,600), offset as `tg_updatedcols` is.
+const IGNORED_WORDS: usize =
+    (pg_sys::MaxHeapAttributeNumber as i32 - pg_sys::FirstLowInvalidHeapAttributeNumber) as usize / 64 + 1;
+
+/// The columns whose updates alone neither move nor require the version, as the bits of
+/// `tg_updatedcols` (a Bitmapset of `attnum - FirstLowInvalidHeapAttributeNumber`), inline so
+/// that the per-row test touches no other memory.
+#[derive(Clone, Copy, Debug)]
+pub struct IgnoredColumns {
+    words: [u64; IGNORED_WORDS],
+    any: bool,
+}
+
+impl IgnoredColumns {
+    const NONE: Self = Self { words: [0; IGNORED_WORDS], any: false };
+
+    fn insert(&mut self, attnum: i16) {
+        let member = (i32::from(attnum) - pg_sys::FirstLowInvalidHeapAttributeNumber) as usize;
+        self.words[member / 64] |= 1 << (member % 64);
+        self.any = true;
+    }
+
+    /// Whether the SET list `updated` names columns and every one of them is ignored.
+    ///
+    /// # Safety
+    /// `updated` must be NULL or a valid Bitmapset.
+    pub unsafe fn cover(&self, updated: *const pg_sys::Bitmapset) -> bool {
+        if !self.any || updated.is_null() {
+            return false;
+        }
+        // SAFETY: a valid Bitmapset holds `nwords` words.
+        let words = unsafe { (*updated).words.as_slice((*updated).nwords as usize) };
+        let mut named = false;
+        for (i, &word) in words.iter().enumerate() {
+            let ignored = self.words.get(i).copied().unwrap_or(0);
+            if word & !ignored != 0 {
+                return false;
+            }
+            named |= word != 0;
+        }
+        named
+    }
 }
 
 thread_local! {
@@ -135,7 +192,49 @@ pub unsafe fn lookup(
     Ok(column)
 }
 
-/// Reads the mode from the trigger's argument and the column from its WHEN clause.
+/// The columns a trigger's WHEN clause names, as `enable()` writes it: `NEW.a IS NULL OR
+/// NEW.b IS NULL OR ... OR true`, in that order (0.1.0 wrote only the version column). `None`
+/// when the clause has another shape.
+///
+/// # Safety
+/// `tgqual` must be a node string of a trigger's WHEN clause.
+pub unsafe fn when_columns(tgqual: *const std::ffi::c_char) -> Option<Vec<i16>> {
+    // SAFETY: stringToNode reads a valid node string into palloc'd nodes; the list cells are
+    // read as the node types their tags say.
+    unsafe {
+        let when = pg_sys::stringToNode(tgqual) as *mut pg_sys::Node;
+        if when.is_null() || (*when).type_ != pg_sys::NodeTag::T_BoolExpr {
+            return None;
+        }
+        let or = when as *mut pg_sys::BoolExpr;
+        if (*or).boolop != pg_sys::BoolExprType::OR_EXPR {
+            return None;
+        }
+        let args = (*or).args;
+        let mut attnums = Vec::new();
+        for i in 0..pg_sys::list_length(args) {
+            let arg = pg_sys::list_nth(args, i) as *mut pg_sys::Node;
+            match (*arg).type_ {
+                pg_sys::NodeTag::T_NullTest => {
+                    let var = (*(arg as *mut pg_sys::NullTest)).arg as *mut pg_sys::Node;
+                    if var.is_null() || (*var).type_ != pg_sys::NodeTag::T_Var {
+                        return None;
+                    }
+                    let var = var as *mut pg_sys::Var;
+                    if (*var).varno as u32 != pg_sys::PRS2_NEW_VARNO || (*var).varattno < 1 {
+                        return None;
+                    }
+                    attnums.push((*var).varattno);
+                }
+                pg_sys::NodeTag::T_Const => {}
+                _ => return None,
+            }
+        }
+        (!attnums.is_empty()).then_some(attnums)
+    }
+}
+
+/// Reads the mode from the trigger's argument and the columns from its WHEN clause.
 unsafe fn resolve(
     rel: pg_sys::Relation,
     trigger: *const pg_sys::Trigger,
@@ -155,19 +254,14 @@ unsafe fn resolve(
             return Err(not_from_enable());
         };
 
-        let when = pg_sys::stringToNode(trigger.tgqual) as *mut pg_sys::Node;
-        let mut referenced: *mut pg_sys::Bitmapset = std::ptr::null_mut();
-        pg_sys::pull_varattnos(when, pg_sys::PRS2_NEW_VARNO, &mut referenced);
-        let mut member: c_int = 0;
-        if !pg_sys::bms_get_singleton_member(referenced, &mut member) {
-            return Err(not_from_enable());
-        }
-        let attnum = (member + pg_sys::FirstLowInvalidHeapAttributeNumber) as i16;
-
         let tupdesc = (*rel).rd_att;
-        if attnum < 1 || i32::from(attnum) > (*tupdesc).natts {
+        let columns = when_columns(trigger.tgqual).ok_or_else(not_from_enable)?;
+        if columns.iter().any(|&attnum| i32::from(attnum) > (*tupdesc).natts) {
             return Err(not_from_enable());
         }
+        let attnum = columns[0];
+        let mut ignored = IgnoredColumns::NONE;
+        columns[1..].iter().for_each(|&attnum| ignored.insert(attnum));
         let attribute = *attribute(tupdesc, attnum);
         let version_type = VersionType::from_oid(attribute.atttypid).ok_or_else(|| {
             TriggerError::UnsupportedType {
@@ -175,7 +269,7 @@ unsafe fn resolve(
                 type_name: type_name(attribute.atttypid),
             }
         })?;
-        Ok(VersionColumn { relid: (*rel).rd_id, attnum, version_type, mode })
+        Ok(VersionColumn { relid: (*rel).rd_id, attnum, version_type, mode, ignored })
     }
 }
 
@@ -214,5 +308,68 @@ mod unit_tests {
         assert_eq!(VersionType::Int4.next(i64::from(i32::MAX)), i64::from(i32::MIN));
         assert_eq!(VersionType::Int8.next(i64::MAX), i64::MIN);
         assert_eq!(VersionType::Int4.next(41), 42);
+    }
+
+    #[test]
+    fn newer_is_serial_number_order_in_the_type_width() {
+        assert!(VersionType::Int8.is_newer(2, 1));
+        assert!(VersionType::Int8.is_newer(1_700_000_000_000, 3), "a time-based version");
+        assert!(!VersionType::Int8.is_newer(1, 1));
+        assert!(!VersionType::Int8.is_newer(0, 1));
+        assert!(VersionType::Int8.is_newer(i64::MIN, i64::MAX), "across the wrap");
+        assert!(VersionType::Int2.is_newer(i64::from(i16::MIN), i64::from(i16::MAX)));
+        assert!(VersionType::Int2.is_newer(32767, 0), "2^15 - 1 ahead");
+        assert!(!VersionType::Int2.is_newer(-32768, 0), "2^15 ahead is not newer");
+        assert!(!VersionType::Int4.is_newer(5, 6));
+    }
+}
+
+crate::fmgr::v1_function_info!(pg_finfo_rowversion_trigger_columns);
+
+/// `rowversion.trigger_columns(rel regclass, tgqual pg_node_tree, OUT version_column name,
+/// OUT ignore_columns name[])`: the columns a versioning trigger's WHEN clause names, for the
+/// `rowversion.tables` view and the checked functions; NULLs for a clause of another shape.
+///
+/// # Safety
+/// Called by Postgres through the V1 calling convention.
+#[pgrx::pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn rowversion_trigger_columns(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: a V1 call of a STRICT function (regclass, pg_node_tree); the result row is formed
+    // with the declared result type, its names as palloc'd Name datums.
+    unsafe {
+        crate::fmgr::finish(fcinfo, |args| {
+            let [Some(rel), Some(qual)] = args else { return Ok::<_, TriggerError>(None) };
+            let relid = pg_sys::Oid::from(rel.value() as u32);
+            let qual = pg_sys::text_to_cstring(qual.cast_mut_ptr());
+            let name = |attnum: i16| {
+                let attname = pg_sys::get_attname(relid, attnum, true);
+                pgrx::direct_function_call_as_datum(pg_sys::namein, &[Some(pg_sys::Datum::from(attname))])
+            };
+            let mut values = [pg_sys::Datum::from(0); 2];
+            let mut nulls = [true; 2];
+            if let Some(columns) = when_columns(qual) {
+                if let Some(version) = name(columns[0]) {
+                    values[0] = version;
+                    nulls[0] = false;
+                }
+                let mut ignored: Vec<pg_sys::Datum> = columns[1..].iter().filter_map(|&a| name(a)).collect();
+                let array = pg_sys::construct_array(
+                    ignored.as_mut_ptr(),
+                    ignored.len() as i32,
+                    pg_sys::NAMEOID,
+                    pg_sys::NAMEDATALEN as i32,
+                    false,
+                    pg_sys::TYPALIGN_CHAR as std::ffi::c_char,
+                );
+                values[1] = pg_sys::Datum::from(array);
+                nulls[1] = false;
+            }
+            let mut tupdesc: pg_sys::TupleDesc = std::ptr::null_mut();
+            pg_sys::get_call_result_type(fcinfo, std::ptr::null_mut(), &mut tupdesc);
+            let tupdesc = pg_sys::BlessTupleDesc(tupdesc);
+            let tuple = pg_sys::heap_form_tuple(tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            Ok(Some(pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data)))
+        })
     }
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # rowversion.tables and the trigger survive pg_dump + restore into a fresh database:
-# renamed tables and columns, strict mode, quoted names, partitions, a disabled trigger.
+# renamed tables and columns, strict mode, quoted names, partitions, a disabled trigger,
+# ignored columns (one renamed).
 # Usage: tests/dump_restore.sh SOCKET_DIR PORT
 set -euo pipefail
 host=$1 port=$2
@@ -27,10 +28,13 @@ SELECT rowversion.enable('readings');
 CREATE TABLE paused (id int PRIMARY KEY);
 SELECT rowversion.enable('paused');
 ALTER TABLE paused DISABLE TRIGGER rowversion;
+CREATE TABLE members (id int PRIMARY KEY, "Last Login" timestamptz, hits int);
+SELECT rowversion.enable('members', ignore_columns => '{"Last Login", hits}');
+ALTER TABLE members RENAME COLUMN hits TO visits;
 SQL
 
 snapshot() {
-    sql -d "$1" -At -c "SELECT rel, version_column, mode, enabled FROM rowversion.tables ORDER BY rel::text" \
+    sql -d "$1" -At -c "SELECT rel, version_column, mode, enabled, ignore_columns FROM rowversion.tables ORDER BY rel::text" \
         -c "SELECT 'catalog_items', id, lock_version FROM catalog_items ORDER BY id"
 }
 dump=$(mktemp)
@@ -46,10 +50,11 @@ if [ "$before" != "$after" ]; then
     diff <(echo "$before") <(echo "$after")
     exit 1
 fi
-expected='"Order Lines"|Version|strict|t
-catalog_items|lock_version|lenient|t
-paused|version|lenient|f
-readings|version|lenient|t
+expected='"Order Lines"|Version|strict|t|{}
+catalog_items|lock_version|lenient|t|{}
+members|version|lenient|t|{"Last Login",visits}
+paused|version|lenient|f|{}
+readings|version|lenient|t|{}
 catalog_items|1|1
 catalog_items|2|2'
 if [ "$after" != "$expected" ]; then
@@ -66,10 +71,13 @@ SELECT pg_temp.sqlstate_of('UPDATE catalog_items SET price = 0, lock_version = 1
 SELECT pg_temp.sqlstate_of('UPDATE "Order Lines" SET id = 1');
 SELECT pg_temp.sqlstate_of('UPDATE catalog_items SET price = 0 WHERE id = 1');
 SELECT lock_version FROM catalog_items WHERE id = 1;
+INSERT INTO members (id) VALUES (1);
+UPDATE members SET visits = 5, "Last Login" = now();
+SELECT version FROM members;
 SQL
 )
-if [ "$check" != $'40001\n42P10\nok\n2' ]; then
+if [ "$check" != $'40001\n42P10\nok\n2\n1' ]; then
     echo "restored triggers misbehave: $check"
     exit 1
 fi
-echo "restored: same rowversion.tables, same versions, triggers enforce"
+echo "restored: same rowversion.tables, same versions, triggers enforce, ignored columns ignored"
