@@ -128,9 +128,9 @@ pub unsafe extern "C-unwind" fn rowversion_version_trigger(
         }
         let column = column_for_statement(fcinfo, data);
         let result = if trigger_fired_by_insert(event) {
-            on_insert(data, &column)
+            on_insert(data, column)
         } else {
-            on_update(data, &column)
+            on_update(data, column)
         };
         pg_sys::Datum::from(result)
     }
@@ -141,18 +141,19 @@ fn ereport_plain(error: TriggerError) -> ! {
     Report::from(error).raise()
 }
 
-/// The version column, kept in `fn_extra` for the rest of the statement.
-unsafe fn column_for_statement(
+/// The version column, kept in `fn_extra` for the rest of the statement and read in place (it
+/// carries the ignored-column mask, about 200 bytes).
+unsafe fn column_for_statement<'a>(
     fcinfo: pg_sys::FunctionCallInfo,
     data: *mut pg_sys::TriggerData,
-) -> VersionColumn {
+) -> &'a VersionColumn {
     // SAFETY: the caller passes the valid fcinfo and TriggerData of a firing row trigger;
     // `fn_extra` of this FmgrInfo is ours, and `fn_mcxt` outlives the statement.
     unsafe {
         let flinfo = (*fcinfo).flinfo;
         let cached = (*flinfo).fn_extra as *const VersionColumn;
         if !cached.is_null() {
-            return *cached;
+            return &*cached;
         }
         let rel = (*data).tg_relation;
         let column = match version_column::lookup(rel, (*data).tg_trigger) {
@@ -163,7 +164,7 @@ unsafe fn column_for_statement(
             as *mut VersionColumn;
         slot.write(column);
         (*flinfo).fn_extra = slot.cast();
-        column
+        &*slot
     }
 }
 
