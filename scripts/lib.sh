@@ -80,9 +80,13 @@ point_pgrx_at_postgres() {
 }
 
 # Builds the extension and installs it into the system Postgres. Extra args go to cargo pgrx.
+# cargo pgrx installs the current version's script and the upgrade scripts (sql/NAME--A--B.sql);
+# the install scripts of released versions (sql/releases/) are copied too, so that a test can
+# create an old version and update it.
 install_extension() {
     log "building and installing pg_rowversion $*"
     (cd "$REPO" && cargo pgrx install --pg-config "$PG_CONFIG" $([ "$(id -u)" -eq 0 ] || echo --sudo) "$@")
+    as_root install -m 644 "$REPO"/sql/releases/*.sql "$("$PG_CONFIG" --sharedir)/extension/"
 }
 
 # start_server DIR PORT [SETTING...]: a server with its data in DIR/data and its socket in
