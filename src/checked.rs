@@ -89,9 +89,7 @@ impl CheckedError {
     }
 
     fn detail(&self) -> Option<String> {
-        let names = |columns: &[String]| {
-            columns.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ")
-        };
+        let names = |columns: &[String]| columns.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
         match self {
             Self::KeyMismatch { missing, extra, more, primary_key, .. } => {
                 let mut detail = String::new();
@@ -106,7 +104,9 @@ impl CheckedError {
                 Some(detail)
             }
             Self::NoPrimaryKey(_) => Some("Checked updates find rows by their primary key.".into()),
-            Self::NotATable { .. } => Some("Checked functions write the rows of an ordinary or partitioned table.".into()),
+            Self::NotATable { .. } => {
+                Some("Checked functions write the rows of an ordinary or partitioned table.".into())
+            }
             _ => None,
         }
     }
@@ -167,9 +167,8 @@ fn check_access(table: &Table, version_attnum: i16, access: Access) -> Result<()
     let wanted = pg_sys::ACL_SELECT as pg_sys::AclMode | write;
     // SAFETY: a plain catalog check for the current user on an existing table. One lookup of
     // the table's ACL answers the common case; column privileges are asked only without it.
-    let granted = unsafe {
-        pg_sys::pg_class_aclmask(table.relid, pg_sys::GetUserId(), wanted, pg_sys::AclMaskHow::ACLMASK_ALL)
-    };
+    let granted =
+        unsafe { pg_sys::pg_class_aclmask(table.relid, pg_sys::GetUserId(), wanted, pg_sys::AclMaskHow::ACLMASK_ALL) };
     if granted == wanted {
         return Ok(());
     }
@@ -201,9 +200,17 @@ fn checked_table(relid: pg_sys::Oid, access: Access) -> Result<(Rc<Table>, i16)>
         return Err(CheckedError::NotATable { table: table.relation.display.clone(), kind });
     }
     let attnum = match &table.versioning {
-        None => return Err(CheckedError::NotVersioned { table: table.relation.display.clone(), quoted: table.relation.quoted.clone() }),
+        None => {
+            return Err(CheckedError::NotVersioned {
+                table: table.relation.display.clone(),
+                quoted: table.relation.quoted.clone(),
+            })
+        }
         Some(v) if !v.enabled => {
-            return Err(CheckedError::VersioningDisabled { table: table.relation.display.clone(), quoted: table.relation.quoted.clone() })
+            return Err(CheckedError::VersioningDisabled {
+                table: table.relation.display.clone(),
+                quoted: table.relation.quoted.clone(),
+            })
         }
         Some(v) => v.attnum,
     };
@@ -275,7 +282,10 @@ fn changed_columns(table: &Table, version_attnum: i16, changes: Container) -> Re
     let mut attnums = Vec::new();
     changes.for_each_key(|name| {
         let Some(column) = table.column(name) else {
-            return Err(CheckedError::UnknownColumn { table: table.relation.display.clone(), column: shown_name(name) });
+            return Err(CheckedError::UnknownColumn {
+                table: table.relation.display.clone(),
+                column: shown_name(name),
+            });
         };
         let kind = match (column.attnum == version_attnum, column.generated) {
             (true, _) => Some("version"),
@@ -330,7 +340,13 @@ enum Checked {
     Missing,
 }
 
-fn checked_update(table: &Table, version_attnum: i16, key: JsonArg, expected: i64, changes: JsonArg) -> Result<Checked> {
+fn checked_update(
+    table: &Table,
+    version_attnum: i16,
+    key: JsonArg,
+    expected: i64,
+    changes: JsonArg,
+) -> Result<Checked> {
     check_key(table, key.document)?;
     let columns = changed_columns(table, version_attnum, changes.document)?;
     let plan = prepared(table, Statement::Update(columns))?;

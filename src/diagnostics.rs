@@ -122,7 +122,8 @@ unsafe fn locks_on_row(relid: pg_sys::Oid, key: pg_sys::Datum) -> Result<Vec<Row
         return Err(DiagnosticsError::NotATable { table: table.relation.display.clone(), kind });
     }
     // SAFETY: plain catalog check for the current user.
-    let allowed = unsafe { pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as pg_sys::AclMode) };
+    let allowed =
+        unsafe { pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as pg_sys::AclMode) };
     if allowed != pg_sys::AclResult::ACLCHECK_OK {
         return Err(DiagnosticsError::PermissionDenied(table.relation.name.clone()));
     }
@@ -166,7 +167,11 @@ unsafe fn locks_on_row(relid: pg_sys::Oid, key: pg_sys::Datum) -> Result<Vec<Row
     let waiting = Spi::connect(|client| {
         let plan = waiters_statement(client)?;
         client
-            .select(&*plan, Some(1), &[partition.into(), (block as i32).into(), (offset as i16).into(), all_pids.into()])?
+            .select(
+                &*plan,
+                Some(1),
+                &[partition.into(), (block as i32).into(), (offset as i16).into(), all_pids.into()],
+            )?
             .first()
             .get_one::<Vec<i32>>()
     })
@@ -242,8 +247,7 @@ unsafe fn lockers_of(relid: pg_sys::Oid, block: u32, offset: u16) -> Vec<Locker>
         pg_sys::LockBuffer(buffer, pg_sys::BUFFER_LOCK_SHARE as i32);
         let state = pg_sys::HeapTupleSatisfiesUpdate(&mut tuple, pg_sys::GetCurrentCommandId(false), buffer);
         let header = &*tuple.t_data;
-        let (xmax, infomask, infomask2) =
-            (header.t_choice.t_heap.t_xmax, header.t_infomask, header.t_infomask2);
+        let (xmax, infomask, infomask2) = (header.t_choice.t_heap.t_xmax, header.t_infomask, header.t_infomask2);
         pg_sys::LockBuffer(buffer, pg_sys::BUFFER_LOCK_UNLOCK as i32);
         pg_sys::ReleaseBuffer(buffer);
         pg_sys::relation_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);

@@ -17,8 +17,8 @@ use pgrx::PgSqlErrorCode;
 
 use crate::encoding;
 use crate::fmgr::{finish, v1_function_info};
-use crate::table::{self, utf8};
 use crate::report::{self, Report};
+use crate::table::{self, utf8};
 use crate::version_column::{Mode, VersionType};
 
 /// The name of the trigger `enable()` installs, documented in the README.
@@ -56,9 +56,7 @@ impl EnableError {
     fn sqlstate(&self) -> PgSqlErrorCode {
         match self {
             Self::NoSuchRelation(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-            Self::NotATable { .. } | Self::InheritedFromParent { .. } => {
-                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE
-            }
+            Self::NotATable { .. } | Self::InheritedFromParent { .. } => PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
             Self::NotOwner { .. } => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             Self::InvalidMode(_) | Self::VersionIgnored { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             Self::NoSuchColumn { .. } => PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
@@ -67,12 +65,6 @@ impl EnableError {
             Self::GeneratedColumn { .. } => PgSqlErrorCode::ERRCODE_INVALID_COLUMN_DEFINITION,
             Self::TriggerNameTaken { .. } => PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
             Self::Spi(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-        }
-    }
-
-    fn detail(&self) -> Option<String> {
-        match self {
-            _ => None,
         }
     }
 
@@ -102,12 +94,11 @@ impl EnableError {
             _ => None,
         }
     }
-
 }
 
 impl From<EnableError> for Report {
     fn from(error: EnableError) -> Self {
-        Report::new(error.sqlstate(), error.to_string(), error.detail(), error.hint())
+        Report::new(error.sqlstate(), error.to_string(), None, error.hint())
     }
 }
 
@@ -186,7 +177,6 @@ pub unsafe extern "C-unwind" fn disable_wrapper(fcinfo: pg_sys::FunctionCallInfo
         })
     }
 }
-
 
 /// The catalog facts about a table that both functions check.
 struct Table {
@@ -393,7 +383,7 @@ fn ignore_columns<'a>(
         if name == version_column {
             return Err(EnableError::VersionIgnored { column: name.clone() });
         }
-        let exists = client
+        let missing = client
             .select(
                 "SELECT FROM pg_catalog.pg_attribute a
                  WHERE a.attrelid OPERATOR(pg_catalog.=) $1
@@ -402,9 +392,8 @@ fn ignore_columns<'a>(
                 Some(1),
                 &[table.oid.into(), name.as_bytes().into()],
             )?
-            .len()
-            > 0;
-        if !exists {
+            .is_empty();
+        if missing {
             return Err(EnableError::NoSuchColumn { table: table.display.clone(), column: name.clone() });
         }
         if !columns.contains(&name) {

@@ -47,9 +47,7 @@ pub unsafe fn from_server_lossy(text: *const c_char, len: usize) -> String {
             return String::new();
         }
         let encoding = pg_sys::GetDatabaseEncoding();
-        let bytes = if encoding == pg_sys::pg_enc::PG_UTF8 as i32
-            || encoding == pg_sys::pg_enc::PG_SQL_ASCII as i32
-        {
+        let bytes = if encoding == pg_sys::pg_enc::PG_UTF8 as i32 || encoding == pg_sys::pg_enc::PG_SQL_ASCII as i32 {
             std::slice::from_raw_parts(text.cast::<u8>(), len)
         } else {
             CStr::from_ptr(pg_sys::pg_server_to_any(text, len as i32, pg_sys::pg_enc::PG_UTF8 as i32)).to_bytes()

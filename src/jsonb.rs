@@ -185,9 +185,7 @@ pub fn numeric_to_i64(number: pg_sys::Numeric) -> Option<i64> {
     // SAFETY: int64_to_numeric and numeric_int8 take valid values; numeric_int8 rounds, and
     // cannot fail for a number already checked to lie within bigint's range.
     unsafe {
-        if cmp(number, pg_sys::int64_to_numeric(i64::MIN)) < 0
-            || cmp(number, pg_sys::int64_to_numeric(i64::MAX)) > 0
-        {
+        if cmp(number, pg_sys::int64_to_numeric(i64::MIN)) < 0 || cmp(number, pg_sys::int64_to_numeric(i64::MAX)) > 0 {
             return None;
         }
         let rounded = pgrx::direct_function_call::<i64>(pg_sys::numeric_int8, &[Some(pg_sys::Datum::from(number))])?;

@@ -81,9 +81,11 @@ mod tests {
         run("INSERT INTO plain SELECT generate_series(1, 3)");
         run("SELECT rowversion.enable('plain')");
         assert_eq!(
-            text("SELECT format_type(atttypid, atttypmod) || ' ' || attnotnull || ' ' || pg_get_expr(d.adbin, d.adrelid)
+            text(
+                "SELECT format_type(atttypid, atttypmod) || ' ' || attnotnull || ' ' || pg_get_expr(d.adbin, d.adrelid)
                   FROM pg_attribute a JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-                  WHERE attrelid = 'plain'::regclass AND attname = 'version'"),
+                  WHERE attrelid = 'plain'::regclass AND attname = 'version'"
+            ),
             Some("bigint true 1".into())
         );
         assert_eq!(int("SELECT count(*) FROM plain WHERE version = 1"), 3);
@@ -136,9 +138,16 @@ mod tests {
         run("ALTER TABLE twice ADD COLUMN revision integer");
         run("SELECT rowversion.enable('twice', 'revision')");
         assert_eq!(int("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'twice'::regclass"), 1);
-        assert_eq!(text("SELECT version_column || ' ' || mode FROM rowversion.tables WHERE rel = 'twice'::regclass"), Some("revision lenient".into()));
+        assert_eq!(
+            text("SELECT version_column || ' ' || mode FROM rowversion.tables WHERE rel = 'twice'::regclass"),
+            Some("revision lenient".into())
+        );
         run("UPDATE twice SET price = 2");
-        assert_eq!(int("SELECT oid::bigint FROM pg_trigger WHERE tgrelid = 'twice'::regclass"), trigger_oid, "replaced in place");
+        assert_eq!(
+            int("SELECT oid::bigint FROM pg_trigger WHERE tgrelid = 'twice'::regclass"),
+            trigger_oid,
+            "replaced in place"
+        );
         assert_eq!(int("SELECT revision FROM twice"), 2, "the new column moves");
         assert_eq!(int("SELECT version FROM twice"), 2, "the old column no longer does");
         run("ALTER TABLE twice DROP COLUMN version"); // no longer referenced by the trigger
@@ -184,7 +193,10 @@ mod tests {
         run("UPDATE after_rename SET price = 1");
         assert_eq!(int("SELECT lock_version FROM after_rename"), 2, "the trigger follows the rename too");
         run("ALTER TABLE after_rename DISABLE TRIGGER rowversion");
-        assert_eq!(text("SELECT enabled::text FROM rowversion.tables WHERE rel = 'after_rename'::regclass"), Some("false".into()));
+        assert_eq!(
+            text("SELECT enabled::text FROM rowversion.tables WHERE rel = 'after_rename'::regclass"),
+            Some("false".into())
+        );
     }
 
     #[pg_test]
@@ -212,7 +224,11 @@ mod tests {
         run("CREATE TABLE modes (id int PRIMARY KEY)");
         let e = error("SELECT rowversion.enable('modes', mode => 'loose')");
         assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("22023", "invalid mode \"loose\""));
-        assert_eq!(int("SELECT count(*) FROM pg_attribute WHERE attrelid = 'modes'::regclass AND attname = 'version'"), 0, "nothing half-done");
+        assert_eq!(
+            int("SELECT count(*) FROM pg_attribute WHERE attrelid = 'modes'::regclass AND attname = 'version'"),
+            0,
+            "nothing half-done"
+        );
     }
 
     #[pg_test]
@@ -246,9 +262,15 @@ mod tests {
         assert_eq!(int("SELECT sum(version)::bigint FROM parted"), 4);
         let e = error("UPDATE parted SET price = 0, version = 1 WHERE id = 150");
         assert_eq!((e.sqlstate.as_str(), e.table.as_deref()), ("40001", Some("parted_2")));
-        assert_eq!(text("SELECT string_agg(rel::text, ',') FROM rowversion.tables WHERE rel::text LIKE 'parted%'"), Some("parted".into()));
+        assert_eq!(
+            text("SELECT string_agg(rel::text, ',') FROM rowversion.tables WHERE rel::text LIKE 'parted%'"),
+            Some("parted".into())
+        );
         let e = error("SELECT rowversion.disable('parted_1')");
-        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("42809", "table \"public.parted_1\" is a partition of versioned table \"parted\""));
+        assert_eq!(
+            (e.sqlstate.as_str(), e.message.as_str()),
+            ("42809", "table \"public.parted_1\" is a partition of versioned table \"parted\"")
+        );
     }
 
     // ---- the trigger ----
@@ -336,7 +358,10 @@ mod tests {
         run("UPDATE newer SET price = 3, version = 1700000000000 WHERE id = 1");
         assert_eq!(int("SELECT version FROM newer"), 1700000000001, "the stored one: incremented");
         let e = error("UPDATE newer SET price = 4, version = 1699999999999 WHERE id = 1");
-        assert_eq!(e.detail.as_deref(), Some("Key (id)=(1): expected version 1699999999999, found version 1700000000001."));
+        assert_eq!(
+            e.detail.as_deref(),
+            Some("Key (id)=(1): expected version 1699999999999, found version 1700000000001.")
+        );
     }
 
     #[pg_test]
@@ -355,7 +380,11 @@ mod tests {
         run("UPDATE users SET logins = 5, version = 2");
         assert_eq!(int("SELECT version FROM users"), 3, "naming the version: checked and moved");
         assert_eq!(error("UPDATE users SET logins = 6, version = 1").sqlstate, "40001");
-        assert_eq!(int(r#"SELECT rowversion.update('users', '{"id": 1}', 3, '{"logins": 7}')"#), 4, "checked functions always count");
+        assert_eq!(
+            int(r#"SELECT rowversion.update('users', '{"id": 1}', 3, '{"logins": 7}')"#),
+            4,
+            "checked functions always count"
+        );
     }
 
     #[pg_test]
@@ -382,11 +411,17 @@ mod tests {
     fn ignore_columns_must_name_other_columns_of_the_table() {
         products("ign");
         let e = error("SELECT rowversion.enable('ign', ignore_columns => '{nope}')");
-        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("42703", "column \"nope\" of table \"public.ign\" does not exist"));
+        assert_eq!(
+            (e.sqlstate.as_str(), e.message.as_str()),
+            ("42703", "column \"nope\" of table \"public.ign\" does not exist")
+        );
         assert_eq!(error("SELECT rowversion.enable('ign', ignore_columns => '{version}')").sqlstate, "22023");
         assert_eq!(error("SELECT rowversion.enable('ign', ignore_columns => ARRAY[NULL]::name[])").sqlstate, "22004");
         run("SELECT rowversion.enable('ign', ignore_columns => '{price, price}')");
-        assert_eq!(text("SELECT ignore_columns::text FROM rowversion.tables WHERE rel = 'ign'::regclass"), Some("{price}".into()));
+        assert_eq!(
+            text("SELECT ignore_columns::text FROM rowversion.tables WHERE rel = 'ign'::regclass"),
+            Some("{price}".into())
+        );
     }
 
     #[pg_test]
@@ -452,7 +487,10 @@ mod tests {
         run("CREATE TABLE nokey (name text)");
         run("SELECT rowversion.enable('nokey')");
         run("INSERT INTO nokey VALUES ('x')");
-        assert_eq!(error("UPDATE nokey SET version = 0").detail.as_deref(), Some("Expected version 0, found version 1."));
+        assert_eq!(
+            error("UPDATE nokey SET version = 0").detail.as_deref(),
+            Some("Expected version 0, found version 1.")
+        );
     }
 
     #[pg_test]
@@ -467,9 +505,16 @@ mod tests {
             run(&format!("INSERT INTO {table} VALUES (1, 0, {max}), (2, 0, {max})"));
             run(&format!("UPDATE {table} SET n = 1 WHERE id = 1")); // lenient
             run(&format!("UPDATE {table} SET n = 1, version = {max} WHERE id = 2")); // stated
-            assert_eq!(text(&format!("SELECT string_agg(version::text, ',' ORDER BY id) FROM {table}")), Some(format!("{min},{min}")), "{sql_type}");
+            assert_eq!(
+                text(&format!("SELECT string_agg(version::text, ',' ORDER BY id) FROM {table}")),
+                Some(format!("{min},{min}")),
+                "{sql_type}"
+            );
             run(&format!("UPDATE {table} SET n = 2, version = {min} + 1 WHERE id = 1 AND version = {min}")); // ORM across the wrap
-            assert_eq!(text(&format!("SELECT version::text FROM {table} WHERE id = 1")), Some(format!("{}", min.parse::<i64>().unwrap() + 1)));
+            assert_eq!(
+                text(&format!("SELECT version::text FROM {table} WHERE id = 1")),
+                Some(format!("{}", min.parse::<i64>().unwrap() + 1))
+            );
         }
     }
 
@@ -488,7 +533,10 @@ mod tests {
     fn the_version_column_type_cannot_be_altered_while_versioned() {
         products("altered");
         let e = error("ALTER TABLE altered ALTER COLUMN version TYPE numeric");
-        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("0A000", "cannot alter type of a column used in a trigger definition"));
+        assert_eq!(
+            (e.sqlstate.as_str(), e.message.as_str()),
+            ("0A000", "cannot alter type of a column used in a trigger definition")
+        );
     }
 
     #[pg_test]
@@ -497,7 +545,10 @@ mod tests {
         run("CREATE TRIGGER by_hand BEFORE UPDATE ON by_hand FOR EACH ROW EXECUTE FUNCTION rowversion.version_trigger('lenient')");
         run("INSERT INTO by_hand VALUES (1, 1)");
         let e = error("UPDATE by_hand SET version = 2");
-        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("42P17", "trigger \"by_hand\" was not created by rowversion.enable()"));
+        assert_eq!(
+            (e.sqlstate.as_str(), e.message.as_str()),
+            ("42P17", "trigger \"by_hand\" was not created by rowversion.enable()")
+        );
         run("CREATE TABLE after_stmt (id int)");
         run("CREATE TRIGGER after_stmt AFTER UPDATE ON after_stmt EXECUTE FUNCTION rowversion.version_trigger('lenient')");
         run("INSERT INTO after_stmt VALUES (1)");
@@ -552,7 +603,11 @@ mod tests {
         );
         assert_eq!(int(r#"SELECT rowversion.update('acc_update', '{"id": 1}', 2, '{"owner": null}')"#), 3);
         assert_eq!(text("SELECT coalesce(owner, 'NULL') FROM acc_update"), Some("NULL".into()));
-        assert_eq!(int(r#"SELECT rowversion.update('acc_update', '{"id": 1}', 3, '{}')"#), 4, "no changes still moves the version");
+        assert_eq!(
+            int(r#"SELECT rowversion.update('acc_update', '{"id": 1}', 3, '{}')"#),
+            4,
+            "no changes still moves the version"
+        );
     }
 
     #[pg_test]
@@ -564,7 +619,10 @@ mod tests {
         assert_eq!(e.message, "row version conflict on table \"public.acc_stale\"");
         assert_eq!(e.detail.as_deref(), Some("Key (id)=(1): expected version 1, found version 2."));
         assert_eq!(e.hint.as_deref(), Some("Re-read the row and retry with its current version."));
-        assert_eq!((e.schema.as_deref(), e.table.as_deref(), e.column.as_deref()), (Some("public"), Some("acc_stale"), Some("version")));
+        assert_eq!(
+            (e.schema.as_deref(), e.table.as_deref(), e.column.as_deref()),
+            (Some("public"), Some("acc_stale"), Some("version"))
+        );
         // The version after the stored one is a conflict too (the trigger alone would take it
         // as the ORM pattern; a checked update states the version it read).
         assert_eq!(error(r#"SELECT rowversion.update('acc_stale', '{"id": 1}', 3, '{}')"#).sqlstate, "40001");
@@ -575,37 +633,67 @@ mod tests {
     fn update_of_a_missing_row_is_no_data_found() {
         accounts("acc_missing");
         let e = error(r#"SELECT rowversion.update('acc_missing', '{"id": 42}', 1, '{"balance": 1}')"#);
-        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("P0002", r#"no row in table "public.acc_missing" has key {"id": 42}"#));
+        assert_eq!(
+            (e.sqlstate.as_str(), e.message.as_str()),
+            ("P0002", r#"no row in table "public.acc_missing" has key {"id": 42}"#)
+        );
     }
 
     #[pg_test]
     fn the_key_must_be_exactly_the_primary_key() {
         accounts("acc_key");
         let e = error(r#"SELECT rowversion.update('acc_key', '{"owner": "ann"}', 1, '{}')"#);
-        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("22023", "key does not match the primary key of table \"public.acc_key\""));
-        assert_eq!(e.detail.as_deref(), Some(r#"Missing: "id". Not in the primary key: "owner". The primary key is ("id")."#));
+        assert_eq!(
+            (e.sqlstate.as_str(), e.message.as_str()),
+            ("22023", "key does not match the primary key of table \"public.acc_key\"")
+        );
+        assert_eq!(
+            e.detail.as_deref(),
+            Some(r#"Missing: "id". Not in the primary key: "owner". The primary key is ("id")."#)
+        );
         let e = error(r#"SELECT rowversion.update('acc_key', '{"id": 1, "x": 2}', 1, '{}')"#);
         assert_eq!(e.detail.as_deref(), Some(r#"Not in the primary key: "x". The primary key is ("id")."#));
-        assert_eq!(error(r#"SELECT rowversion.update('acc_key', '[1]', 1, '{}')"#).message, "key must be a JSON object");
-        assert_eq!(error(r#"SELECT rowversion.update('acc_key', '{"id": 1}', 1, '[]')"#).message, "changes must be a JSON object");
+        assert_eq!(
+            error(r#"SELECT rowversion.update('acc_key', '[1]', 1, '{}')"#).message,
+            "key must be a JSON object"
+        );
+        assert_eq!(
+            error(r#"SELECT rowversion.update('acc_key', '{"id": 1}', 1, '[]')"#).message,
+            "changes must be a JSON object"
+        );
     }
 
     #[pg_test]
     fn changes_may_not_name_unknown_version_or_generated_columns() {
         accounts("acc_changes");
         let e = error(r#"SELECT rowversion.update('acc_changes', '{"id": 1}', 1, '{"nope": 1}')"#);
-        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("42703", "column \"nope\" of table \"public.acc_changes\" does not exist"));
+        assert_eq!(
+            (e.sqlstate.as_str(), e.message.as_str()),
+            ("42703", "column \"nope\" of table \"public.acc_changes\" does not exist")
+        );
         let e = error(r#"SELECT rowversion.update('acc_changes', '{"id": 1}', 1, '{"version": 5}')"#);
-        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("428C9", "changes must not set version column \"version\" of table \"public.acc_changes\""));
-        assert_eq!(error(r#"SELECT rowversion.update('acc_changes', '{"id": 1}', 1, '{"doubled": 5}')"#).sqlstate, "428C9");
-        assert_eq!(error(r#"SELECT rowversion.update('acc_changes', '{"id": 1}', 1, '{"ctid": "(0,1)"}')"#).sqlstate, "42703");
+        assert_eq!(
+            (e.sqlstate.as_str(), e.message.as_str()),
+            ("428C9", "changes must not set version column \"version\" of table \"public.acc_changes\"")
+        );
+        assert_eq!(
+            error(r#"SELECT rowversion.update('acc_changes', '{"id": 1}', 1, '{"doubled": 5}')"#).sqlstate,
+            "428C9"
+        );
+        assert_eq!(
+            error(r#"SELECT rowversion.update('acc_changes', '{"id": 1}', 1, '{"ctid": "(0,1)"}')"#).sqlstate,
+            "42703"
+        );
     }
 
     #[pg_test]
     fn checked_functions_need_a_versioned_table_with_a_primary_key() {
         run("CREATE TABLE unversioned (id int PRIMARY KEY)");
         let e = error(r#"SELECT rowversion.update('unversioned', '{"id": 1}', 1, '{}')"#);
-        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("55000", "table \"public.unversioned\" is not versioned"));
+        assert_eq!(
+            (e.sqlstate.as_str(), e.message.as_str()),
+            ("55000", "table \"public.unversioned\" is not versioned")
+        );
         assert_eq!(e.hint.as_deref(), Some("Enable it with: SELECT rowversion.enable('public.unversioned');"));
         run("CREATE TABLE keyless (n int)");
         run("SELECT rowversion.enable('keyless')");
@@ -628,9 +716,18 @@ mod tests {
     fn try_update_reports_instead_of_raising() {
         accounts("acc_try");
         let outcome = |sql: &str| text(&format!("SELECT applied || '/' || coalesce(version::text, 'NULL') FROM {sql}"));
-        assert_eq!(outcome(r#"rowversion.try_update('acc_try', '{"id": 1}', 1, '{"balance": 5}')"#), Some("true/2".into()));
-        assert_eq!(outcome(r#"rowversion.try_update('acc_try', '{"id": 1}', 1, '{"balance": 6}')"#), Some("false/2".into()));
-        assert_eq!(outcome(r#"rowversion.try_update('acc_try', '{"id": 9}', 1, '{"balance": 6}')"#), Some("false/NULL".into()));
+        assert_eq!(
+            outcome(r#"rowversion.try_update('acc_try', '{"id": 1}', 1, '{"balance": 5}')"#),
+            Some("true/2".into())
+        );
+        assert_eq!(
+            outcome(r#"rowversion.try_update('acc_try', '{"id": 1}', 1, '{"balance": 6}')"#),
+            Some("false/2".into())
+        );
+        assert_eq!(
+            outcome(r#"rowversion.try_update('acc_try', '{"id": 9}', 1, '{"balance": 6}')"#),
+            Some("false/NULL".into())
+        );
         assert_eq!(int("SELECT balance FROM acc_try"), 5);
     }
 
@@ -640,7 +737,10 @@ mod tests {
         run("INSERT INTO acc_delete (id) VALUES (2)");
         run(r#"SELECT rowversion.update('acc_delete', '{"id": 1}', 1, '{}')"#);
         let e = error(r#"SELECT rowversion.delete('acc_delete', '{"id": 1}', 1)"#);
-        assert_eq!((e.sqlstate.as_str(), e.detail.as_deref()), ("40001", Some("Key (id)=(1): expected version 1, found version 2.")));
+        assert_eq!(
+            (e.sqlstate.as_str(), e.detail.as_deref()),
+            ("40001", Some("Key (id)=(1): expected version 1, found version 2."))
+        );
         run(r#"SELECT rowversion.delete('acc_delete', '{"id": 1}', 2)"#);
         assert_eq!(error(r#"SELECT rowversion.delete('acc_delete', '{"id": 1}', 2)"#).sqlstate, "P0002");
         assert_eq!(int("SELECT count(*) FROM acc_delete"), 1);
@@ -658,16 +758,33 @@ mod tests {
     fn update_many_is_all_or_nothing() {
         accounts("acc_many");
         run("INSERT INTO acc_many (id, balance) VALUES (2, 0), (3, 0)");
-        assert_eq!(int(r#"SELECT rowversion.update_many('acc_many', '[
+        assert_eq!(
+            int(r#"SELECT rowversion.update_many('acc_many', '[
             {"key": {"id": 1}, "version": 1, "changes": {"balance": 10}},
-            {"key": {"id": 2}, "version": 1, "changes": {"balance": 20}}]')"#), 2);
-        let e = error(r#"SELECT rowversion.update_many('acc_many', '[
+            {"key": {"id": 2}, "version": 1, "changes": {"balance": 20}}]')"#),
+            2
+        );
+        let e = error(
+            r#"SELECT rowversion.update_many('acc_many', '[
             {"key": {"id": 3}, "version": 1, "changes": {"balance": 30}},
-            {"key": {"id": 1}, "version": 1, "changes": {"balance": 11}}]')"#);
-        assert_eq!((e.sqlstate.as_str(), e.detail.as_deref()), ("40001", Some("Key (id)=(1): expected version 1, found version 2.")));
-        assert_eq!(text("SELECT string_agg(balance || '@' || version, ',' ORDER BY id) FROM acc_many"), Some("10@2,20@2,0@1".into()), "row 3 rolled back");
-        let e = error(r#"SELECT rowversion.update_many('acc_many', '[{"key": {"id": 3}, "version": "1", "changes": {}}]')"#);
-        assert_eq!((e.sqlstate.as_str(), e.message.as_str()), ("22023", r#"rows[0]: "version" must be an integer within the range of bigint"#));
+            {"key": {"id": 1}, "version": 1, "changes": {"balance": 11}}]')"#,
+        );
+        assert_eq!(
+            (e.sqlstate.as_str(), e.detail.as_deref()),
+            ("40001", Some("Key (id)=(1): expected version 1, found version 2."))
+        );
+        assert_eq!(
+            text("SELECT string_agg(balance || '@' || version, ',' ORDER BY id) FROM acc_many"),
+            Some("10@2,20@2,0@1".into()),
+            "row 3 rolled back"
+        );
+        let e = error(
+            r#"SELECT rowversion.update_many('acc_many', '[{"key": {"id": 3}, "version": "1", "changes": {}}]')"#,
+        );
+        assert_eq!(
+            (e.sqlstate.as_str(), e.message.as_str()),
+            ("22023", r#"rows[0]: "version" must be an integer within the range of bigint"#)
+        );
         assert_eq!(error(r#"SELECT rowversion.update_many('acc_many', '{}')"#).sqlstate, "22023");
     }
 
@@ -678,10 +795,20 @@ mod tests {
             run(&format!("CREATE TABLE order_lines (order_id int, line int, qty int, version {sql_type}, PRIMARY KEY (order_id, line))"));
             run("SELECT rowversion.enable('order_lines')");
             run("INSERT INTO order_lines VALUES (7, 1, 1), (7, 2, 1)");
-            assert_eq!(int(r#"SELECT rowversion.update('order_lines', '{"order_id": 7, "line": 2}', 1, '{"qty": 5}')"#), 2);
+            assert_eq!(
+                int(r#"SELECT rowversion.update('order_lines', '{"order_id": 7, "line": 2}', 1, '{"qty": 5}')"#),
+                2
+            );
             let e = error(r#"SELECT rowversion.update('order_lines', '{"line": 2, "order_id": 7}', 1, '{"qty": 6}')"#);
-            assert_eq!(e.detail.as_deref(), Some("Key (order_id, line)=(7, 2): expected version 1, found version 2."), "{sql_type}");
-            assert_eq!(text("SELECT string_agg(qty || '@' || version, ',' ORDER BY line) FROM order_lines"), Some("1@1,5@2".into()));
+            assert_eq!(
+                e.detail.as_deref(),
+                Some("Key (order_id, line)=(7, 2): expected version 1, found version 2."),
+                "{sql_type}"
+            );
+            assert_eq!(
+                text("SELECT string_agg(qty || '@' || version, ',' ORDER BY line) FROM order_lines"),
+                Some("1@1,5@2".into())
+            );
         }
     }
 
@@ -701,21 +828,36 @@ mod tests {
         run("CREATE POLICY own_rows ON acc_priv USING (owner = current_user)");
         run("SET LOCAL ROLE rv_clerk");
         // The row is invisible under the policy, as it would be to a plain UPDATE.
-        assert_eq!(error(r#"SELECT rowversion.update('acc_priv', '{"id": 1}', 1, '{"balance": 0}')"#).sqlstate, "P0002");
+        assert_eq!(
+            error(r#"SELECT rowversion.update('acc_priv', '{"id": 1}', 1, '{"balance": 0}')"#).sqlstate,
+            "P0002"
+        );
         run("RESET ROLE");
         assert_eq!(int("SELECT balance FROM acc_priv"), 1000000);
     }
 
     #[pg_test]
     fn hostile_identifiers_and_keys_get_a_clean_error_or_a_correct_update() {
-        run(r#"CREATE TABLE "evil""; DROP TABLE evil_victim; --" ("id; DROP" int PRIMARY KEY, "it's ""quoted""" text)"#);
+        run(
+            r#"CREATE TABLE "evil""; DROP TABLE evil_victim; --" ("id; DROP" int PRIMARY KEY, "it's ""quoted""" text)"#,
+        );
         run("CREATE TABLE evil_victim (n int)");
         run(r#"SELECT rowversion.enable('"evil""; DROP TABLE evil_victim; --"')"#);
         run(r#"INSERT INTO "evil""; DROP TABLE evil_victim; --" VALUES (1, 'x')"#);
         let table = r#"'"evil""; DROP TABLE evil_victim; --"'"#;
-        assert_eq!(int(&format!(r#"SELECT rowversion.update({table}, '{{"id; DROP": 1}}', 1, '{{"it''s \"quoted\"": "'');DROP TABLE evil_victim;--"}}')"#)), 2);
-        assert_eq!(text(r#"SELECT "it's ""quoted""" FROM "evil""; DROP TABLE evil_victim; --""#), Some("');DROP TABLE evil_victim;--".into()));
-        let e = error(&format!(r#"SELECT rowversion.update({table}, '{{"id; DROP": 1}}', 2, '{{"\"; DROP TABLE evil_victim; --": 1}}')"#));
+        assert_eq!(
+            int(&format!(
+                r#"SELECT rowversion.update({table}, '{{"id; DROP": 1}}', 1, '{{"it''s \"quoted\"": "'');DROP TABLE evil_victim;--"}}')"#
+            )),
+            2
+        );
+        assert_eq!(
+            text(r#"SELECT "it's ""quoted""" FROM "evil""; DROP TABLE evil_victim; --""#),
+            Some("');DROP TABLE evil_victim;--".into())
+        );
+        let e = error(&format!(
+            r#"SELECT rowversion.update({table}, '{{"id; DROP": 1}}', 2, '{{"\"; DROP TABLE evil_victim; --": 1}}')"#
+        ));
         assert_eq!(e.sqlstate, "42703");
         let e = error(&format!(r#"SELECT rowversion.update({table}, '{{"1) OR (1=1": 1}}', 2, '{{}}')"#));
         assert_eq!(e.sqlstate, "22023");
@@ -767,7 +909,9 @@ mod tests {
         assert_eq!(int(r#"SELECT count(*) FROM rowversion.row_locks('lockable', '{"id": 1}')"#), 0);
         run("SELECT * FROM lockable WHERE id = 1 FOR NO KEY UPDATE");
         assert_eq!(
-            text(r#"SELECT mode || ' ' || (pids = ARRAY[pg_backend_pid()]) || ' ' || (locker = pg_current_xact_id()::xid) FROM rowversion.row_locks('lockable', '{"id": 1}')"#),
+            text(
+                r#"SELECT mode || ' ' || (pids = ARRAY[pg_backend_pid()]) || ' ' || (locker = pg_current_xact_id()::xid) FROM rowversion.row_locks('lockable', '{"id": 1}')"#
+            ),
             Some("For No Key Update true true".into()),
             "the current transaction's own lock"
         );

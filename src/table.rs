@@ -112,7 +112,7 @@ pub fn table(relid: pg_sys::Oid) -> Result<Rc<Table>> {
     if let Some(table) = TABLES.with_borrow(|tables| tables.get(&relid).map(|t| t.table.clone())) {
         return Ok(table);
     }
-    let table = Rc::new(Spi::connect(|client| load(&client, relid))?);
+    let table = Rc::new(Spi::connect(|client| load(client, relid))?);
     TABLES.with_borrow_mut(|tables| {
         tables.insert(relid, CachedTable { table: table.clone(), statements: HashMap::new() })
     });
@@ -141,7 +141,10 @@ pub struct Relation {
 }
 
 /// The relation `relid`, `None` when there is no such relation.
-pub fn relation(client: &SpiClient<'_>, relid: pg_sys::Oid) -> std::result::Result<Option<Relation>, pgrx::spi::SpiError> {
+pub fn relation(
+    client: &SpiClient<'_>,
+    relid: pg_sys::Oid,
+) -> std::result::Result<Option<Relation>, pgrx::spi::SpiError> {
     let row = client
         .select(
             "SELECT pg_catalog.convert_to(n.nspname::pg_catalog.text, 'UTF8'),
@@ -360,9 +363,7 @@ impl Table {
 /// The prepared statement for `statement` on `table`, prepared on first use.
 pub fn prepared(table: &Table, statement: Statement) -> Result<Rc<OwnedPreparedStatement>> {
     let relid = table.relid;
-    let cached = TABLES.with_borrow(|tables| {
-        tables.get(&relid).and_then(|t| t.statements.get(&statement).cloned())
-    });
+    let cached = TABLES.with_borrow(|tables| tables.get(&relid).and_then(|t| t.statements.get(&statement).cloned()));
     if let Some(plan) = cached {
         return Ok(plan);
     }

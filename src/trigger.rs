@@ -8,11 +8,10 @@
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::trigger_support::{
-    called_as_trigger, trigger_fired_before, trigger_fired_by_insert, trigger_fired_by_update,
-    trigger_fired_for_row,
-};
 use pgrx::spi::quote_identifier;
+use pgrx::trigger_support::{
+    called_as_trigger, trigger_fired_before, trigger_fired_by_insert, trigger_fired_by_update, trigger_fired_for_row,
+};
 use pgrx::PgSqlErrorCode;
 
 use crate::encoding;
@@ -51,9 +50,9 @@ impl TriggerError {
 
     fn detail(&self) -> Option<String> {
         match self {
-            Self::VersionRequired { table, .. } => Some(format!(
-                "Table \"{table}\" is versioned in strict mode: every UPDATE states the version it read."
-            )),
+            Self::VersionRequired { table, .. } => {
+                Some(format!("Table \"{table}\" is versioned in strict mode: every UPDATE states the version it read."))
+            }
             Self::Conflict { key, expected, found, .. } => Some(match (key, found) {
                 (Some(key), Some(found)) => {
                     format!("Key {key}: expected version {expected}, found version {found}.")
@@ -87,7 +86,6 @@ impl TriggerError {
             Self::NotCalledAsRowTrigger => None,
         }
     }
-
 }
 
 impl From<TriggerError> for Report {
@@ -109,9 +107,7 @@ pub extern "C" fn pg_finfo_rowversion_version_trigger() -> &'static pg_sys::Pg_f
 /// Called by Postgres' executor through the V1 calling convention.
 #[pg_guard]
 #[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn rowversion_version_trigger(
-    fcinfo: pg_sys::FunctionCallInfo,
-) -> pg_sys::Datum {
+pub unsafe extern "C-unwind" fn rowversion_version_trigger(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     // SAFETY: Postgres passes a valid fcinfo; for a trigger call its context is a TriggerData
     // (checked first) whose relation, trigger and tuples are valid for this call.
     unsafe {
@@ -127,11 +123,7 @@ pub unsafe extern "C-unwind" fn rowversion_version_trigger(
             ereport_plain(TriggerError::NotCalledAsRowTrigger);
         }
         let column = column_for_statement(fcinfo, data);
-        let result = if trigger_fired_by_insert(event) {
-            on_insert(data, column)
-        } else {
-            on_update(data, column)
-        };
+        let result = if trigger_fired_by_insert(event) { on_insert(data, column) } else { on_update(data, column) };
         pg_sys::Datum::from(result)
     }
 }
@@ -160,8 +152,7 @@ unsafe fn column_for_statement<'a>(
             Ok(column) => column,
             Err(error) => ereport_plain(error),
         };
-        let slot = pg_sys::MemoryContextAlloc((*flinfo).fn_mcxt, size_of::<VersionColumn>())
-            as *mut VersionColumn;
+        let slot = pg_sys::MemoryContextAlloc((*flinfo).fn_mcxt, size_of::<VersionColumn>()) as *mut VersionColumn;
         slot.write(column);
         (*flinfo).fn_extra = slot.cast();
         &*slot
@@ -204,10 +195,7 @@ unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> p
             }
             return match column.mode {
                 Mode::Lenient => with_version(new_row, tupdesc, column, next),
-                Mode::Strict => raise(rel, column, |table, name| TriggerError::VersionRequired {
-                    table,
-                    column: name,
-                }),
+                Mode::Strict => raise(rel, column, |table, name| TriggerError::VersionRequired { table, column: name }),
             };
         }
         match read_version(new_row, tupdesc, column) {
@@ -242,16 +230,12 @@ unsafe fn names_column(updated: *const pg_sys::Bitmapset, attnum: i16) -> bool {
     }
 }
 
-unsafe fn read_version(
-    tuple: pg_sys::HeapTuple,
-    tupdesc: pg_sys::TupleDesc,
-    column: &VersionColumn,
-) -> Option<i64> {
+unsafe fn read_version(tuple: pg_sys::HeapTuple, tupdesc: pg_sys::TupleDesc, column: &VersionColumn) -> Option<i64> {
     let mut isnull = false;
     // SAFETY: `tuple` belongs to the relation described by `tupdesc`, and `attnum` is one of
     // its columns.
     let datum = unsafe { pg_sys::heap_getattr(tuple, column.attnum.into(), tupdesc, &mut isnull) };
-    (!isnull).then(|| column.version_type.from_datum(datum))
+    (!isnull).then(|| column.version_type.read(datum))
 }
 
 unsafe fn with_version(
@@ -290,8 +274,7 @@ pub unsafe fn describe_key(rel: pg_sys::Relation, row: pg_sys::HeapTuple) -> Opt
         for (i, &attnum) in key_attnums.iter().enumerate() {
             values[i] = pg_sys::heap_getattr(row, attnum.into(), (*rel).rd_att, &mut nulls[i]);
         }
-        let description =
-            pg_sys::BuildIndexValueDescription(index, values.as_mut_ptr(), nulls.as_mut_ptr());
+        let description = pg_sys::BuildIndexValueDescription(index, values.as_mut_ptr(), nulls.as_mut_ptr());
         pg_sys::index_close(index, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
         (!description.is_null()).then(|| encoding::cstr_from_server_lossy(description))
     }
@@ -314,8 +297,7 @@ unsafe fn version_readable(rel: pg_sys::Relation, attnum: i16) -> bool {
             let select = pg_sys::ACL_SELECT as pg_sys::AclMode;
             if no_rls
                 && (pg_sys::pg_class_aclcheck(relid, user, select) == pg_sys::AclResult::ACLCHECK_OK
-                    || pg_sys::pg_attribute_aclcheck(relid, attnum, user, select)
-                        == pg_sys::AclResult::ACLCHECK_OK)
+                    || pg_sys::pg_attribute_aclcheck(relid, attnum, user, select) == pg_sys::AclResult::ACLCHECK_OK)
             {
                 return true;
             }
@@ -337,11 +319,7 @@ unsafe extern "C-unwind" {
 }
 
 /// Raises the error built by `make(table, column)` against the version column of `rel`.
-unsafe fn raise(
-    rel: pg_sys::Relation,
-    column: &VersionColumn,
-    make: impl FnOnce(String, String) -> TriggerError,
-) -> ! {
+unsafe fn raise(rel: pg_sys::Relation, column: &VersionColumn, make: impl FnOnce(String, String) -> TriggerError) -> ! {
     // SAFETY: `rel` is open, `column.attnum` is one of its columns; everything with a
     // destructor is consumed before `raise` jumps out.
     unsafe {

@@ -50,7 +50,7 @@ impl VersionType {
         }
     }
 
-    pub fn from_datum(self, datum: pg_sys::Datum) -> i64 {
+    pub fn read(self, datum: pg_sys::Datum) -> i64 {
         match self {
             Self::Int2 => i64::from(datum.value() as i16),
             Self::Int4 => i64::from(datum.value() as i32),
@@ -177,10 +177,7 @@ pub fn forget(relid: pg_sys::Oid) {
 ///
 /// # Safety
 /// `rel` and `trigger` must be the valid relation and trigger of a firing trigger.
-pub unsafe fn lookup(
-    rel: pg_sys::Relation,
-    trigger: *const pg_sys::Trigger,
-) -> Result<VersionColumn, TriggerError> {
+pub unsafe fn lookup(rel: pg_sys::Relation, trigger: *const pg_sys::Trigger) -> Result<VersionColumn, TriggerError> {
     // SAFETY: the caller guarantees `trigger` is valid.
     let trigger_oid = unsafe { (*trigger).tgoid };
     if let Some(column) = BY_TRIGGER.with_borrow(|cache| cache.get(&trigger_oid).copied()) {
@@ -235,17 +232,13 @@ pub unsafe fn when_columns(tgqual: *const std::ffi::c_char) -> Option<Vec<i16>> 
 }
 
 /// Reads the mode from the trigger's argument and the columns from its WHEN clause.
-unsafe fn resolve(
-    rel: pg_sys::Relation,
-    trigger: *const pg_sys::Trigger,
-) -> Result<VersionColumn, TriggerError> {
+unsafe fn resolve(rel: pg_sys::Relation, trigger: *const pg_sys::Trigger) -> Result<VersionColumn, TriggerError> {
     // SAFETY: the caller guarantees that `rel` and `trigger` are valid; a trigger's `tgargs`
     // holds `tgnargs` C strings and `tgqual` is NULL or a node string.
     unsafe {
         let trigger = &*trigger;
-        let not_from_enable = || TriggerError::NotCreatedByEnable {
-            trigger: encoding::cstr_from_server_lossy(trigger.tgname),
-        };
+        let not_from_enable =
+            || TriggerError::NotCreatedByEnable { trigger: encoding::cstr_from_server_lossy(trigger.tgname) };
         if trigger.tgnargs != 1 || trigger.tgqual.is_null() {
             return Err(not_from_enable());
         }
@@ -263,11 +256,9 @@ unsafe fn resolve(
         let mut ignored = IgnoredColumns::NONE;
         columns[1..].iter().for_each(|&attnum| ignored.insert(attnum));
         let attribute = *attribute(tupdesc, attnum);
-        let version_type = VersionType::from_oid(attribute.atttypid).ok_or_else(|| {
-            TriggerError::UnsupportedType {
-                column: encoding::cstr_from_server_lossy(attribute.attname.data.as_ptr()),
-                type_name: type_name(attribute.atttypid),
-            }
+        let version_type = VersionType::from_oid(attribute.atttypid).ok_or_else(|| TriggerError::UnsupportedType {
+            column: encoding::cstr_from_server_lossy(attribute.attname.data.as_ptr()),
+            type_name: type_name(attribute.atttypid),
         })?;
         Ok(VersionColumn { relid: (*rel).rd_id, attnum, version_type, mode, ignored })
     }
