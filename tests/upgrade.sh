@@ -32,7 +32,8 @@ SELECT 'schema acl: ' || coalesce(nspacl::text, '') FROM pg_catalog.pg_namespace
 SQL
 }
 
-for release in $(cd "$REPO/sql/releases" && ls pg_rowversion--*.sql | sed 's/^pg_rowversion--\(.*\)\.sql$/\1/'); do
+for script in "$REPO"/sql/releases/pg_rowversion--*.sql; do
+    release=${script##*/pg_rowversion--} release=${release%.sql}
     echo "==> from $release to $current"
     for db in rowversion_upgrade rowversion_fresh; do
         sql -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" 2>/dev/null

@@ -49,10 +49,10 @@ ECLIPSELINK_CP+=:$J/geronimo-jta-1.2-spec.jar:$J/org.eclipse.persistence.jpa.jpq
 
 # Compiles src/common and src/$1 into build/$1 (from scratch: quick, and never stale).
 compile() {
-    local suite=$1 cp=$2 out=$BUILD/$1
+    local suite=$1 cp=$2 out=$BUILD/$1 sources
     rm -rf "$out" && mkdir -p "$out"
-    javac -nowarn -encoding UTF-8 -d "$out" -cp "$cp" \
-        $(find "$HERE/src/common" "$HERE/src/$suite" -name '*.java' | sort)
+    mapfile -t sources < <(find "$HERE/src/common" "$HERE/src/$suite" -name '*.java' | sort)
+    javac -nowarn -encoding UTF-8 -d "$out" -cp "$cp" "${sources[@]}"
     if [ -d "$HERE/src/$suite/META-INF" ]; then cp -r "$HERE/src/$suite/META-INF" "$out/"; fi
 }
 
@@ -66,7 +66,7 @@ run_suite() {
     echo "==> $suite against 127.0.0.1:$PGTCPPORT/$PGDATABASE"
     log=$(mktemp)
     java -cp "$BUILD/$suite:$cp" "$main" 2>&1 | tee "$log" || status=1
-    p= f=
+    p='' f='' 
     read -r p f < <(sed -n 's/^\([0-9]\+\) passed, \([0-9]\+\) failed$/\1 \2/p' "$log" | tail -1) || true
     rm -f "$log"
     if [ -z "$p" ]; then
