@@ -21,7 +21,7 @@ use pgrx::spi::quote_literal;
 use pgrx::{PgRelation, PgSqlErrorCode};
 
 use crate::encoding;
-use crate::fmgr::{finish, v1_function_info, Arg};
+use crate::fmgr::{finish, result_row, v1_function_info, Arg};
 use crate::jsonb::{numeric_to_i64, Container, Value};
 use crate::report::Report;
 use crate::table::{prepared, table, Statement, Table};
@@ -548,13 +548,9 @@ pub unsafe extern "C-unwind" fn rowversion_try_update(fcinfo: pg_sys::FunctionCa
                 Checked::Conflict { found, .. } => (false, Some(found)),
                 Checked::Missing => (false, None),
             };
-            let mut tupdesc: pg_sys::TupleDesc = std::ptr::null_mut();
-            pg_sys::get_call_result_type(fcinfo, std::ptr::null_mut(), &mut tupdesc);
-            let tupdesc = pg_sys::BlessTupleDesc(tupdesc);
             let mut values = [applied.into(), pg_sys::Datum::from(version.unwrap_or(0))];
             let mut nulls = [false, version.is_none()];
-            let tuple = pg_sys::heap_form_tuple(tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            Ok::<_, CheckedError>(Some(pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data)))
+            Ok::<_, CheckedError>(Some(result_row(fcinfo, &mut values, &mut nulls)))
         })
     }
 }

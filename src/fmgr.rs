@@ -43,6 +43,35 @@ pub unsafe fn finish<E: Into<Report>>(
     }
 }
 
+/// The result row of a function declared to return a composite type (OUT parameters or
+/// RETURNS TABLE), formed from `values` and `nulls`.
+///
+/// # Safety
+/// `fcinfo` must be the V1 call being executed, and `values`/`nulls` match its result type.
+pub unsafe fn result_row(
+    fcinfo: pg_sys::FunctionCallInfo,
+    values: &mut [pg_sys::Datum],
+    nulls: &mut [bool],
+) -> pg_sys::Datum {
+    let mut tupdesc: pg_sys::TupleDesc = std::ptr::null_mut();
+    // SAFETY: forwarded from the caller; the descriptor is checked before it is used.
+    unsafe {
+        if pg_sys::get_call_result_type(fcinfo, std::ptr::null_mut(), &mut tupdesc)
+            != pg_sys::TypeFuncClass::TYPEFUNC_COMPOSITE
+        {
+            // Raised through pgrx, which unwinds the Rust frames above first.
+            pgrx::ereport!(
+                ERROR,
+                pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                "function returning record called in context that cannot accept type record"
+            );
+        }
+        let tupdesc = pg_sys::BlessTupleDesc(tupdesc);
+        let tuple = pg_sys::heap_form_tuple(tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data)
+    }
+}
+
 /// `Pg_finfo_record`s, which tell Postgres these are V1 functions.
 macro_rules! v1_function_info {
     ($($finfo:ident),*) => {$(

@@ -356,11 +356,7 @@ pub unsafe extern "C-unwind" fn rowversion_trigger_columns(fcinfo: pg_sys::Funct
                 values[1] = pg_sys::Datum::from(array);
                 nulls[1] = false;
             }
-            let mut tupdesc: pg_sys::TupleDesc = std::ptr::null_mut();
-            pg_sys::get_call_result_type(fcinfo, std::ptr::null_mut(), &mut tupdesc);
-            let tupdesc = pg_sys::BlessTupleDesc(tupdesc);
-            let tuple = pg_sys::heap_form_tuple(tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            Ok(Some(pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data)))
+            Ok(Some(crate::fmgr::result_row(fcinfo, &mut values, &mut nulls)))
         })
     }
 }
