@@ -132,13 +132,13 @@ unsafe fn locks_on_row(relid: pg_sys::Oid, key: pg_sys::Datum) -> Result<Vec<Row
     checked::check_key(&table, key.document)?;
 
     let locate = table::prepared(&table, Statement::Locate)?;
-    let (partition, block, offset) = Spi::connect(|client| {
+    let (partition, tid) = Spi::connect(|client| {
         let row = client.select(&*locate, Some(1), &[key.arg()])?.first();
         if row.is_empty() {
             return Ok(None);
         }
-        let (partition, block, offset) = row.get_three::<pg_sys::Oid, i64, i32>()?;
-        Ok::<_, pgrx::spi::SpiError>(Some((partition.unwrap_or_default(), block.unwrap_or(0), offset.unwrap_or(0))))
+        let partition = row.get::<pg_sys::Oid>(1)?.unwrap_or_default();
+        Ok::<_, pgrx::spi::SpiError>(row.get::<pg_sys::ItemPointerData>(2)?.map(|tid| (partition, tid)))
     })
     .map_err(CheckedError::from)?
     .ok_or_else(|| CheckedError::NoSuchRow { table: table.relation.display.clone(), key: key.document.to_text(200) })?;
@@ -152,9 +152,9 @@ unsafe fn locks_on_row(relid: pg_sys::Oid, key: pg_sys::Datum) -> Result<Vec<Row
         });
     }
 
-    // SAFETY: `partition` is the relation the row was just read from, and (block, offset) its
-    // tuple; the tuple header is read under a share lock on its pinned buffer.
-    let lockers = unsafe { lockers_of(partition, block as u32, offset as u16) };
+    // SAFETY: `partition` is the relation the row was just read from, and `tid` its tuple;
+    // the tuple header is read under a share lock on its pinned buffer.
+    let lockers = unsafe { lockers_of(partition, tid) };
     if lockers.is_empty() {
         return Ok(Vec::new());
     }
@@ -164,13 +164,14 @@ unsafe fn locks_on_row(relid: pg_sys::Oid, key: pg_sys::Datum) -> Result<Vec<Row
         .map(|l| Some(unsafe { pg_sys::BackendXidGetPid(l.xid) }).filter(|pid| *pid != 0).into_iter().collect())
         .collect();
     let all_pids: Vec<i32> = locker_pids.iter().flatten().copied().collect();
+    let block = (u32::from(tid.ip_blkid.bi_hi) << 16) | u32::from(tid.ip_blkid.bi_lo);
     let waiting = Spi::connect(|client| {
         let plan = waiters_statement(client)?;
         client
             .select(
                 &*plan,
                 Some(1),
-                &[partition.into(), (block as i32).into(), (offset as i16).into(), all_pids.into()],
+                &[partition.into(), (block as i32).into(), (tid.ip_posid as i16).into(), all_pids.into()],
             )?
             .first()
             .get_one::<Vec<i32>>()
@@ -217,24 +218,22 @@ fn waiters_statement(client: &SpiClient<'_>) -> Result<Rc<OwnedPreparedStatement
     Ok(plan)
 }
 
-const HEAP_XMAX_KEYSHR_LOCK: u16 = 0x0010;
-const HEAP_XMAX_EXCL_LOCK: u16 = 0x0040;
-const HEAP_XMAX_LOCK_ONLY: u16 = 0x0080;
-const HEAP_XMAX_SHR_LOCK: u16 = HEAP_XMAX_EXCL_LOCK | HEAP_XMAX_KEYSHR_LOCK;
-const HEAP_LOCK_MASK: u16 = HEAP_XMAX_SHR_LOCK | HEAP_XMAX_EXCL_LOCK | HEAP_XMAX_KEYSHR_LOCK;
-const HEAP_XMAX_IS_MULTI: u16 = 0x1000;
-const HEAP_KEYS_UPDATED: u16 = 0x2000;
+// htup_details.h's infomask bits, as the u16 a tuple header holds.
+const HEAP_XMAX_KEYSHR_LOCK: u16 = pg_sys::HEAP_XMAX_KEYSHR_LOCK as u16;
+const HEAP_XMAX_EXCL_LOCK: u16 = pg_sys::HEAP_XMAX_EXCL_LOCK as u16;
+const HEAP_XMAX_LOCK_ONLY: u16 = pg_sys::HEAP_XMAX_LOCK_ONLY as u16;
+const HEAP_XMAX_SHR_LOCK: u16 = pg_sys::HEAP_XMAX_SHR_LOCK as u16;
+const HEAP_LOCK_MASK: u16 = pg_sys::HEAP_LOCK_MASK as u16;
+const HEAP_XMAX_IS_MULTI: u16 = pg_sys::HEAP_XMAX_IS_MULTI as u16;
+const HEAP_KEYS_UPDATED: u16 = pg_sys::HEAP_KEYS_UPDATED as u16;
 
 /// The in-progress transactions holding a lock on (or replacing) one tuple, read as
 /// `pgrowlocks` reads them.
-unsafe fn lockers_of(relid: pg_sys::Oid, block: u32, offset: u16) -> Vec<Locker> {
+unsafe fn lockers_of(relid: pg_sys::Oid, tid: pg_sys::ItemPointerData) -> Vec<Locker> {
     // SAFETY: the caller passes a tuple that was just read; see the function's contract.
     unsafe {
         let rel = pg_sys::relation_open(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-        let mut tuple = pg_sys::HeapTupleData::default();
-        tuple.t_self.ip_blkid.bi_hi = (block >> 16) as u16;
-        tuple.t_self.ip_blkid.bi_lo = (block & 0xffff) as u16;
-        tuple.t_self.ip_posid = offset;
+        let mut tuple = pg_sys::HeapTupleData { t_self: tid, ..Default::default() };
         let mut buffer: pg_sys::Buffer = pg_sys::InvalidBuffer as pg_sys::Buffer;
         let found = pg_sys::heap_fetch(rel, &raw mut pg_sys::SnapshotAnyData, &mut tuple, &mut buffer, true);
         if !found {

@@ -348,14 +348,7 @@ impl Table {
                 ),
                 vec![jsonb],
             ),
-            Statement::Locate => (
-                format!(
-                    "SELECT t.tableoid, (t.ctid::pg_catalog.text::pg_catalog.point)[0]::pg_catalog.int8,
-                            (t.ctid::pg_catalog.text::pg_catalog.point)[1]::pg_catalog.int4
-                     FROM {t} AS t WHERE {keys}"
-                ),
-                vec![jsonb],
-            ),
+            Statement::Locate => (format!("SELECT t.tableoid, t.ctid FROM {t} AS t WHERE {keys}"), vec![jsonb]),
         }
     }
 }
