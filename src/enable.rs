@@ -38,6 +38,8 @@ pub enum EnableError {
     VersionIgnored { column: String },
     #[error("ignore_columns must not contain NULL")]
     NullIgnoredColumn,
+    #[error("ignore_columns names {0} columns, more than a table can have")]
+    TooManyIgnored(usize),
     #[error("invalid mode \"{0}\"")]
     InvalidMode(String),
     #[error("column \"{column}\" of table \"{table}\" has type {type_name}, which cannot hold a version")]
@@ -58,7 +60,9 @@ impl EnableError {
             Self::NoSuchRelation(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
             Self::NotATable { .. } | Self::InheritedFromParent { .. } => PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
             Self::NotOwner { .. } => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            Self::InvalidMode(_) | Self::VersionIgnored { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            Self::InvalidMode(_) | Self::VersionIgnored { .. } | Self::TooManyIgnored(_) => {
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+            }
             Self::NoSuchColumn { .. } => PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
             Self::NullIgnoredColumn => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             Self::UnsupportedType { .. } => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
@@ -130,8 +134,7 @@ pub unsafe extern "C-unwind" fn enable_wrapper(fcinfo: pg_sys::FunctionCallInfo)
     }
 }
 
-/// The elements of a `name[]` argument, at most as many as a table has columns (more cannot
-/// all be columns: the caller learns that from the first unknown one).
+/// The elements of a `name[]` argument, at most as many as a table can have columns.
 ///
 /// # Safety
 /// `array` must be a `name[]` Datum of the current call.
@@ -151,10 +154,13 @@ unsafe fn names(array: pg_sys::Datum) -> Result<Vec<String>, EnableError> {
             &mut count,
         );
         let count = count as usize;
+        if count > pg_sys::MaxHeapAttributeNumber as usize {
+            return Err(EnableError::TooManyIgnored(count));
+        }
         if count > 0 && std::slice::from_raw_parts(nulls, count).contains(&true) {
             return Err(EnableError::NullIgnoredColumn);
         }
-        Ok(std::slice::from_raw_parts(elements, count.min(pg_sys::MaxHeapAttributeNumber as usize + 1))
+        Ok(std::slice::from_raw_parts(elements, count)
             .iter()
             .map(|name| encoding::cstr_from_server(name.cast_mut_ptr::<std::ffi::c_char>()))
             .collect())

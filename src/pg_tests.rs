@@ -417,6 +417,11 @@ mod tests {
         );
         assert_eq!(error("SELECT rowversion.enable('ign', ignore_columns => '{version}')").sqlstate, "22023");
         assert_eq!(error("SELECT rowversion.enable('ign', ignore_columns => ARRAY[NULL]::name[])").sqlstate, "22004");
+        let e = error("SELECT rowversion.enable('ign', ignore_columns => array_fill('price'::name, ARRAY[1601]))");
+        assert_eq!(
+            (e.sqlstate.as_str(), e.message.as_str()),
+            ("22023", "ignore_columns names 1601 columns, more than a table can have")
+        );
         run("SELECT rowversion.enable('ign', ignore_columns => '{price, price}')");
         assert_eq!(
             text("SELECT ignore_columns::text FROM rowversion.tables WHERE rel = 'ign'::regclass"),
