@@ -8,7 +8,9 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_MAJOR=15
-PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+# PG_ROWVERSION_PG_BIN: the test scripts that source this file run against another major's
+# programs when scripts/test sets it (Postgres 18).
+PG_BIN=${PG_ROWVERSION_PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
 PG_CONFIG=$PG_BIN/pg_config
 PGXS_TEST=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test
 CARGO_PGRX_VERSION=0.18.1
