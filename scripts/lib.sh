@@ -150,3 +150,15 @@ run_regress() {
         --use-existing --dbname="$db" --inputdir=. --outputdir=. setup "${tests[@]}") \
         || { cat "$dir/regression.diffs" 2>/dev/null; return 1; }
 }
+
+# run_isolation SOCKET_DIR PORT OUTPUT_DIR: every spec of tests/isolation, with
+# pg_isolation_regress from $PGXS_TEST.
+run_isolation() {
+    local host=$1 port=$2 out=$3 specs
+    rm -rf "$out" && mkdir -p "$out"
+    mapfile -t specs < <(find "$REPO/tests/isolation/specs" -name '*.spec' -printf '%f\n' | sed 's/\.spec$//' | sort)
+    "$PGXS_TEST/isolation/pg_isolation_regress" \
+        --bindir="$PG_BIN" --host="$host" --port="$port" --user=postgres \
+        --inputdir="$REPO/tests/isolation" --outputdir="$out" --load-extension=pg_rowversion "${specs[@]}" \
+        || { cat "$out/regression.diffs" 2>/dev/null; return 1; }
+}

@@ -25,12 +25,12 @@ use crate::fmgr::{finish, result_row, v1_function_info, Arg};
 use crate::jsonb::{numeric_to_i64, Container, Value};
 use crate::report::Report;
 use crate::table::{prepared, table, Statement, Table};
-use crate::trigger::{describe_key, TriggerError};
+use crate::trigger::{column_privilege, describe_key, TriggerError};
 
 /// At most this many names of a key's extra fields, and this many characters of a key,
 /// appear in a message.
 const NAMES_SHOWN: usize = 10;
-const KEY_CHARS_SHOWN: usize = 200;
+pub const KEY_CHARS_SHOWN: usize = 200;
 const NAME_CHARS_SHOWN: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
@@ -172,13 +172,7 @@ fn check_access(table: &Table, version_attnum: i16, access: Access) -> Result<()
     if granted == wanted {
         return Ok(());
     }
-    // SAFETY: plain catalog checks for the current user on an existing table.
-    let may = |attnum: i16, mode: u32| unsafe {
-        let (relid, user, mode) = (table.relid, pg_sys::GetUserId(), mode as pg_sys::AclMode);
-        pg_sys::pg_class_aclcheck(relid, user, mode) == pg_sys::AclResult::ACLCHECK_OK
-            || (attnum > 0
-                && pg_sys::pg_attribute_aclcheck(relid, attnum, user, mode) == pg_sys::AclResult::ACLCHECK_OK)
-    };
+    let may = |attnum: i16, mode: u32| column_privilege(table.relid, attnum, mode as pg_sys::AclMode);
     let reads = table.primary_key.iter().map(|c| c.attnum).chain([version_attnum]).all(|a| may(a, pg_sys::ACL_SELECT));
     let writes = match access {
         Access::Read => true,
@@ -224,16 +218,8 @@ fn checked_table(relid: pg_sys::Oid, access: Access) -> Result<(Rc<Table>, i16)>
 /// A jsonb name (a key of `key` or `changes`) for a message, cut to its first characters
 /// before it is copied.
 fn shown_name(name: &[u8]) -> String {
-    // SAFETY: `name` is a readable byte slice in the database encoding; pg_mbcharcliplen cuts it
-    // at a character boundary.
-    unsafe {
-        let kept = pg_sys::pg_mbcharcliplen(name.as_ptr().cast(), name.len() as i32, NAME_CHARS_SHOWN as i32) as usize;
-        let mut shown = encoding::from_server_lossy(name.as_ptr().cast(), kept);
-        if kept < name.len() {
-            shown.push_str("...");
-        }
-        shown
-    }
+    // SAFETY: a jsonb key: readable bytes of valid text in the database encoding.
+    unsafe { encoding::clipped_from_server(name.as_ptr().cast(), name.len(), NAME_CHARS_SHOWN) }
 }
 
 /// Checks that `key` names exactly the primary key columns.

@@ -141,12 +141,15 @@ unsafe fn locks_on_row(relid: pg_sys::Oid, key: pg_sys::Datum) -> Result<Vec<Row
         Ok::<_, pgrx::spi::SpiError>(row.get::<pg_sys::ItemPointerData>(2)?.map(|tid| (partition, tid)))
     })
     .map_err(CheckedError::from)?
-    .ok_or_else(|| CheckedError::NoSuchRow { table: table.relation.display.clone(), key: key.document.to_text(200) })?;
+    .ok_or_else(|| CheckedError::NoSuchRow {
+        table: table.relation.display.clone(),
+        key: key.document.to_text(checked::KEY_CHARS_SHOWN),
+    })?;
     // SAFETY: catalog lookups of the relation the row was just read from.
     if unsafe { pg_sys::get_rel_relkind(partition) } != b'r' as std::ffi::c_char {
         return Err(DiagnosticsError::ForeignRow {
             table: table.relation.display.clone(),
-            key: key.document.to_text(200),
+            key: key.document.to_text(checked::KEY_CHARS_SHOWN),
             // SAFETY: as above; get_rel_name returns a palloc'd name of an existing relation.
             foreign: unsafe { encoding::cstr_from_server_lossy(pg_sys::get_rel_name(partition)) },
         });

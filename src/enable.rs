@@ -237,6 +237,16 @@ fn installed_trigger(client: &mut SpiClient<'_>, table: &Table) -> Result<Instal
     })
 }
 
+/// A live column of table $1 by its name, $2 as UTF-8 bytes: its type, type name (UTF-8),
+/// NOT NULL, generated and identity flags.
+const COLUMN_BY_NAME: &str = "SELECT a.atttypid,
+        pg_catalog.convert_to(pg_catalog.format_type(a.atttypid, a.atttypmod), 'UTF8'),
+        a.attnotnull, a.attgenerated::pg_catalog.text, a.attidentity::pg_catalog.text
+ FROM pg_catalog.pg_attribute a
+ WHERE a.attrelid OPERATOR(pg_catalog.=) $1
+   AND a.attname OPERATOR(pg_catalog.=) pg_catalog.convert_from($2, 'UTF8')::pg_catalog.name
+   AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped";
+
 fn enable_table(
     client: &mut SpiClient<'_>,
     rel: pg_sys::Oid,
@@ -255,18 +265,7 @@ fn enable_table(
     }
 
     let quoted_column = quote_identifier(column);
-    let existing = client
-        .select(
-            "SELECT a.atttypid, pg_catalog.convert_to(pg_catalog.format_type(a.atttypid, a.atttypmod), 'UTF8'),
-                    a.attnotnull, a.attgenerated::pg_catalog.text, a.attidentity::pg_catalog.text
-             FROM pg_catalog.pg_attribute a
-             WHERE a.attrelid OPERATOR(pg_catalog.=) $1
-               AND a.attname OPERATOR(pg_catalog.=) pg_catalog.convert_from($2, 'UTF8')::pg_catalog.name
-               AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped",
-            Some(1),
-            &[table.oid.into(), column.as_bytes().into()],
-        )?
-        .first();
+    let existing = client.select(COLUMN_BY_NAME, Some(1), &[table.oid.into(), column.as_bytes().into()])?.first();
     let may_hold_nulls = if existing.is_empty() {
         let add = format!("ALTER TABLE {} ADD COLUMN {quoted_column} bigint NOT NULL DEFAULT 1", table.quoted);
         client.update(&encoding::to_server(&add), None, &[])?;
@@ -389,16 +388,7 @@ fn ignore_columns<'a>(
         if name == version_column {
             return Err(EnableError::VersionIgnored { column: name.clone() });
         }
-        let missing = client
-            .select(
-                "SELECT FROM pg_catalog.pg_attribute a
-                 WHERE a.attrelid OPERATOR(pg_catalog.=) $1
-                   AND a.attname OPERATOR(pg_catalog.=) pg_catalog.convert_from($2, 'UTF8')::pg_catalog.name
-                   AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped",
-                Some(1),
-                &[table.oid.into(), name.as_bytes().into()],
-            )?
-            .is_empty();
+        let missing = client.select(COLUMN_BY_NAME, Some(1), &[table.oid.into(), name.as_bytes().into()])?.is_empty();
         if missing {
             return Err(EnableError::NoSuchColumn { table: table.display.clone(), column: name.clone() });
         }

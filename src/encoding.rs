@@ -56,6 +56,23 @@ pub unsafe fn from_server_lossy(text: *const c_char, len: usize) -> String {
     }
 }
 
+/// At most `max_chars` characters of `len` bytes of database-encoded text, as UTF-8 for a
+/// message, with `...` when cut; cut before it is copied, so a huge value costs nothing here.
+///
+/// # Safety
+/// `text` must point to `len` readable bytes of valid text in the database encoding.
+pub unsafe fn clipped_from_server(text: *const c_char, len: usize, max_chars: usize) -> String {
+    // SAFETY: forwarded from the caller; pg_mbcharcliplen cuts at a character boundary.
+    unsafe {
+        let kept = pg_sys::pg_mbcharcliplen(text, len as i32, max_chars as i32) as usize;
+        let mut shown = from_server_lossy(text, kept);
+        if kept < len {
+            shown.push_str("...");
+        }
+        shown
+    }
+}
+
 /// A NUL-terminated database-encoded string as UTF-8, for messages.
 ///
 /// # Safety

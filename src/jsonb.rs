@@ -135,16 +135,10 @@ impl Container {
     /// messages.
     pub fn to_text(self, max_chars: usize) -> String {
         // SAFETY: JsonbToCString returns a palloc'd NUL-terminated string in the database
-        // encoding; pg_mbcharcliplen cuts it after `max_chars` characters.
+        // encoding.
         unsafe {
             let text = pg_sys::JsonbToCString(std::ptr::null_mut(), self.container, 64);
-            let len = std::ffi::CStr::from_ptr(text).to_bytes().len();
-            let kept = pg_sys::pg_mbcharcliplen(text, len as i32, max_chars as i32) as usize;
-            let mut shown = encoding::from_server_lossy(text, kept);
-            if kept < len {
-                shown.push_str("...");
-            }
-            shown
+            encoding::clipped_from_server(text, std::ffi::CStr::from_ptr(text).to_bytes().len(), max_chars)
         }
     }
 }

@@ -280,6 +280,18 @@ pub unsafe fn describe_key(rel: pg_sys::Relation, row: pg_sys::HeapTuple) -> Opt
     }
 }
 
+/// Whether the current role has `mode` on column `attnum` of `relid`, through the table's
+/// privileges or the column's own (`attnum` 0: the table's only).
+pub fn column_privilege(relid: pg_sys::Oid, attnum: i16, mode: pg_sys::AclMode) -> bool {
+    // SAFETY: plain catalog checks for the current user on an existing relation.
+    unsafe {
+        let user = pg_sys::GetUserId();
+        pg_sys::pg_class_aclcheck(relid, user, mode) == pg_sys::AclResult::ACLCHECK_OK
+            || (attnum > 0
+                && pg_sys::pg_attribute_aclcheck(relid, attnum, user, mode) == pg_sys::AclResult::ACLCHECK_OK)
+    }
+}
+
 /// Whether the current role could read the version column of `rel` with a plain SELECT: it
 /// has SELECT on the table or the column, and no row-level security applies, the rules by
 /// which `BuildIndexValueDescription` shows a key. A partition's row can also be read through
@@ -288,17 +300,12 @@ unsafe fn version_readable(rel: pg_sys::Relation, attnum: i16) -> bool {
     // SAFETY: `rel` is open and `attnum` one of its columns; the ancestors of a partition
     // exist while it is open, and the column, inherited, has the same name in each.
     unsafe {
-        let user = pg_sys::GetUserId();
         let name = version_column::attribute((*rel).rd_att, attnum).attname.data.as_ptr();
         let (mut relid, mut attnum) = ((*rel).rd_id, attnum);
         loop {
             let no_rls = pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, true)
                 != pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32;
-            let select = pg_sys::ACL_SELECT as pg_sys::AclMode;
-            if no_rls
-                && (pg_sys::pg_class_aclcheck(relid, user, select) == pg_sys::AclResult::ACLCHECK_OK
-                    || pg_sys::pg_attribute_aclcheck(relid, attnum, user, select) == pg_sys::AclResult::ACLCHECK_OK)
-            {
+            if no_rls && column_privilege(relid, attnum, pg_sys::ACL_SELECT as pg_sys::AclMode) {
                 return true;
             }
             if !pg_sys::get_rel_relispartition(relid) {
