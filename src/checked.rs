@@ -15,44 +15,31 @@
 
 use std::rc::Rc;
 
-use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::quote_literal;
 use pgrx::{PgRelation, PgSqlErrorCode};
 
-use crate::encoding;
-use crate::fmgr::{finish, result_row, v1_function_info, Arg};
+use crate::fmgr::{result_row, v1_function, Args, CallError};
 use crate::jsonb::{numeric_to_i64, Container, Value};
+use crate::key::{self, check_key, JsonArg, KeyError};
 use crate::report::Report;
-use crate::table::{prepared, table, Statement, Table};
+use crate::table::{prepared, table, Statement, Table, TableError};
 use crate::trigger::{column_privilege, describe_key, TriggerError};
-
-/// At most this many names of a key's extra fields, and this many characters of a key,
-/// appear in a message.
-const NAMES_SHOWN: usize = 10;
-pub const KEY_CHARS_SHOWN: usize = 200;
-const NAME_CHARS_SHOWN: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckedError {
     #[error("{0} must not be NULL")]
     NullArgument(&'static str),
-    #[error("relation with OID {0} does not exist")]
-    NoSuchRelation(u32),
     #[error("table \"{table}\" is not versioned")]
     NotVersioned { table: String, quoted: String },
     #[error("versioning of table \"{table}\" is disabled")]
     VersioningDisabled { table: String, quoted: String },
     #[error("\"{table}\" is {kind}, not a table")]
     NotATable { table: String, kind: &'static str },
-    #[error("table \"{0}\" has no primary key")]
-    NoPrimaryKey(String),
     #[error("permission denied for table {0}")]
     PermissionDenied(String),
     #[error("{0} must be a JSON object")]
     NotAnObject(&'static str),
-    #[error("key does not match the primary key of table \"{table}\"")]
-    KeyMismatch { table: String, missing: Vec<String>, extra: Vec<String>, more: usize, primary_key: Vec<String> },
     #[error("column \"{column}\" of table \"{table}\" does not exist")]
     UnknownColumn { table: String, column: String },
     #[error("changes must not set {kind} column \"{column}\" of table \"{table}\"")]
@@ -63,6 +50,12 @@ pub enum CheckedError {
     BadRow { index: usize, problem: &'static str },
     #[error("row version conflict on table \"{table}\"")]
     Conflict { relid: pg_sys::Oid, attnum: i16, table: String, key: Option<String>, expected: i64, found: i64 },
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error(transparent)]
+    Call(#[from] CallError),
     #[error("internal query failed: {0}")]
     Spi(#[from] pgrx::spi::SpiError),
 }
@@ -72,38 +65,21 @@ impl CheckedError {
         match self {
             Self::NullArgument(_) => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             Self::NotATable { .. } => PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-            Self::NoSuchRelation(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-            Self::NotVersioned { .. } | Self::VersioningDisabled { .. } | Self::NoPrimaryKey(_) => {
+            Self::NotVersioned { .. } | Self::VersioningDisabled { .. } => {
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
             Self::PermissionDenied(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            Self::NotAnObject(_) | Self::KeyMismatch { .. } | Self::BadRow { .. } => {
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
-            }
+            Self::NotAnObject(_) | Self::BadRow { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             Self::UnknownColumn { .. } => PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
             Self::SystemSetColumn { .. } => PgSqlErrorCode::ERRCODE_GENERATED_ALWAYS,
             Self::NoSuchRow { .. } => PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
             Self::Conflict { .. } => PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
-            Self::Spi(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            Self::Spi(_) | Self::Key(_) | Self::Table(_) | Self::Call(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }
 
     fn detail(&self) -> Option<String> {
-        let names = |columns: &[String]| columns.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
         match self {
-            Self::KeyMismatch { missing, extra, more, primary_key, .. } => {
-                let mut detail = String::new();
-                if !missing.is_empty() {
-                    detail.push_str(&format!("Missing: {}. ", names(missing)));
-                }
-                if !extra.is_empty() {
-                    let more = if *more > 0 { format!(" and {more} more") } else { String::new() };
-                    detail.push_str(&format!("Not in the primary key: {}{more}. ", names(extra)));
-                }
-                detail.push_str(&format!("The primary key is ({}).", names(primary_key)));
-                Some(detail)
-            }
-            Self::NoPrimaryKey(_) => Some("Checked updates find rows by their primary key.".into()),
             Self::NotATable { .. } => {
                 Some("Checked functions write the rows of an ordinary or partitioned table.".into())
             }
@@ -140,6 +116,12 @@ impl From<CheckedError> for Report {
             // row-level security: the caller could read it with plain SQL.
             return Report::from(TriggerError::Conflict { table, key, expected, found: Some(found) })
                 .on_column(relid, attnum);
+        }
+        match error {
+            CheckedError::Key(error) => return error.into(),
+            CheckedError::Table(error) => return error.into(),
+            CheckedError::Call(error) => return error.into(),
+            _ => {}
         }
         Report::new(error.sqlstate(), error.to_string(), error.detail(), error.hint())
     }
@@ -209,55 +191,10 @@ fn checked_table(relid: pg_sys::Oid, access: Access) -> Result<(Rc<Table>, i16)>
         Some(v) => v.attnum,
     };
     if table.primary_key.is_empty() {
-        return Err(CheckedError::NoPrimaryKey(table.relation.display.clone()));
+        return Err(KeyError::NoPrimaryKey(table.relation.display.clone()).into());
     }
     check_access(&table, attnum, access)?;
     Ok((table, attnum))
-}
-
-/// A jsonb name (a key of `key` or `changes`) for a message, cut to its first characters
-/// before it is copied.
-fn shown_name(name: &[u8]) -> String {
-    // SAFETY: a jsonb key: readable bytes of valid text in the database encoding.
-    unsafe { encoding::clipped_from_server(name.as_ptr().cast(), name.len(), NAME_CHARS_SHOWN) }
-}
-
-/// Checks that `key` names exactly the primary key columns.
-pub fn check_key(table: &Table, key: Container) -> Result<()> {
-    if table.primary_key.is_empty() {
-        return Err(CheckedError::NoPrimaryKey(table.relation.display.clone()));
-    }
-    if !key.is_object() {
-        return Err(CheckedError::NotAnObject("key"));
-    }
-    // A primary key has at most INDEX_MAX_KEYS (32) columns: one bit each.
-    let mut seen = 0u64;
-    let (mut extra, mut more) = (Vec::new(), 0);
-    key.for_each_key(|name| {
-        let position = table.column(name).and_then(|c| table.primary_key.iter().position(|k| k.attnum == c.attnum));
-        match position {
-            Some(position) => seen |= 1 << position,
-            None if extra.len() < NAMES_SHOWN => extra.push(shown_name(name)),
-            None => more += 1,
-        }
-        Ok::<_, CheckedError>(())
-    })?;
-    let missing: Vec<String> = table
-        .key_names()
-        .enumerate()
-        .filter(|(position, _)| seen & (1 << position) == 0)
-        .map(|(_, name)| name.clone())
-        .collect();
-    if missing.is_empty() && extra.is_empty() {
-        return Ok(());
-    }
-    Err(CheckedError::KeyMismatch {
-        table: table.relation.display.clone(),
-        missing,
-        extra,
-        more,
-        primary_key: table.key_names().cloned().collect(),
-    })
 }
 
 /// The columns `changes` sets, as sorted attnums (at most one per column of the table).
@@ -270,7 +207,7 @@ fn changed_columns(table: &Table, version_attnum: i16, changes: Container) -> Re
         let Some(column) = table.column(name) else {
             return Err(CheckedError::UnknownColumn {
                 table: table.relation.display.clone(),
-                column: shown_name(name),
+                column: key::shown_name(name),
             });
         };
         let kind = match (column.attnum == version_attnum, column.generated) {
@@ -290,33 +227,6 @@ fn changed_columns(table: &Table, version_attnum: i16, changes: Container) -> Re
     })?;
     attnums.sort_unstable();
     Ok(attnums)
-}
-
-/// A jsonb argument: its Datum for the statement, and its document to read.
-#[derive(Clone, Copy)]
-pub struct JsonArg {
-    datum: pg_sys::Datum,
-    pub document: Container,
-}
-
-impl JsonArg {
-    /// # Safety
-    /// `datum` must be a non-NULL jsonb Datum that lives for the rest of the call.
-    pub unsafe fn from_datum(datum: pg_sys::Datum) -> Self {
-        // SAFETY: forwarded from the caller.
-        let document = unsafe { Container::from_datum(datum) };
-        Self { datum, document }
-    }
-
-    /// A nested object, copied into a jsonb Datum of its own.
-    fn from_container(document: Container) -> Self {
-        Self { datum: document.to_datum(), document }
-    }
-
-    pub fn arg(&self) -> DatumWithOid<'static> {
-        // SAFETY: `datum` is a jsonb datum that lives for the rest of this call.
-        unsafe { DatumWithOid::new(self.datum, pg_sys::JSONBOID) }
-    }
 }
 
 /// The outcome of a checked statement.
@@ -414,7 +324,7 @@ fn require_applied(table: &Table, version_attnum: i16, key: JsonArg, expected: i
         Checked::Applied(version) => Ok(version),
         Checked::Missing => Err(CheckedError::NoSuchRow {
             table: table.relation.display.clone(),
-            key: key.document.to_text(KEY_CHARS_SHOWN),
+            key: key.document.to_text(key::KEY_CHARS_SHOWN),
         }),
         Checked::Conflict { found, key } => Err(CheckedError::Conflict {
             relid: table.relid,
@@ -461,23 +371,17 @@ fn update_many(table: &Table, version_attnum: i16, rows: Container) -> Result<i6
     Ok(updated)
 }
 
-fn required(arg: Arg, name: &'static str) -> Result<pg_sys::Datum> {
+fn required<T>(arg: Option<T>, name: &'static str) -> Result<T> {
     arg.ok_or(CheckedError::NullArgument(name))
 }
 
-fn relid(arg: Arg) -> Result<pg_sys::Oid> {
-    required(arg, "rel").map(|d| pg_sys::Oid::from(d.value() as u32))
-}
-
+/// A jsonb argument, read in place.
+///
 /// # Safety
-/// `arg` must be a jsonb argument of the current call.
-unsafe fn json(arg: Arg, name: &'static str) -> Result<JsonArg> {
+/// Argument `n` must be a jsonb argument of the current call.
+unsafe fn json(args: Args, n: usize, name: &'static str) -> Result<JsonArg> {
     // SAFETY: forwarded from the caller.
-    required(arg, name).map(|datum| unsafe { JsonArg::from_datum(datum) })
-}
-
-fn bigint(arg: Arg, name: &'static str) -> Result<i64> {
-    required(arg, name).map(|d| d.value() as i64)
+    required(args.datum(n), name).map(|datum| unsafe { JsonArg::from_datum(datum) })
 }
 
 /// `update` and `try_update`: (rel, key, expected_version, changes). The arguments are read
@@ -485,111 +389,73 @@ fn bigint(arg: Arg, name: &'static str) -> Result<i64> {
 ///
 /// # Safety
 /// `args` must be the arguments of one of those functions.
-unsafe fn update_call(args: &[Arg]) -> Result<(Rc<Table>, i16, JsonArg, i64, Checked)> {
-    let (table, attnum) = checked_table(relid(args[0])?, Access::Update)?;
+unsafe fn update_call(args: Args) -> Result<(Rc<Table>, i16, JsonArg, i64, Checked)> {
+    let (table, attnum) = checked_table(required(args.oid(0), "rel")?, Access::Update)?;
     // SAFETY: arguments 1 and 3 are jsonb.
-    let (key, changes) = unsafe { (json(args[1], "key")?, json(args[3], "changes")?) };
-    let expected = bigint(args[2], "expected_version")?;
+    let (key, changes) = unsafe { (json(args, 1, "key")?, json(args, 3, "changes")?) };
+    let expected = required(args.int8(2), "expected_version")?;
     let outcome = checked_update(&table, attnum, key, expected, changes)?;
     Ok((table, attnum, key, expected, outcome))
 }
 
-v1_function_info!(
+v1_function! {
+    /// `rowversion.update(rel regclass, key jsonb, expected_version bigint, changes jsonb) RETURNS bigint`
     pg_finfo_rowversion_update,
+    fn rowversion_update(args) -> CheckedError {
+        // SAFETY: this function's arguments.
+        let (table, attnum, key, expected, outcome) = unsafe { update_call(args)? };
+        require_applied(&table, attnum, key, expected, outcome).map(|v| Some(v.into()))
+    }
+}
+
+v1_function! {
+    /// `rowversion.try_update(...) RETURNS TABLE(applied boolean, version bigint)`
     pg_finfo_rowversion_try_update,
+    fn rowversion_try_update(args) -> CheckedError {
+        // SAFETY: this function's arguments.
+        let (applied, version) = match unsafe { update_call(args)? }.4 {
+            Checked::Applied(version) => (true, Some(version)),
+            Checked::Conflict { found, .. } => (false, Some(found)),
+            Checked::Missing => (false, None),
+        };
+        let mut values = [applied.into(), pg_sys::Datum::from(version.unwrap_or(0))];
+        let mut nulls = [false, version.is_none()];
+        // SAFETY: the values match the declared result type (boolean, bigint).
+        Ok(Some(unsafe { result_row(args.fcinfo(), &mut values, &mut nulls)? }))
+    }
+}
+
+v1_function! {
+    /// `rowversion.delete(rel regclass, key jsonb, expected_version bigint) RETURNS void`
     pg_finfo_rowversion_delete,
+    fn rowversion_delete(args) -> CheckedError {
+        let (table, attnum) = checked_table(required(args.oid(0), "rel")?, Access::Delete)?;
+        // SAFETY: argument 1 is jsonb.
+        let key = unsafe { json(args, 1, "key")? };
+        let expected = required(args.int8(2), "expected_version")?;
+        let outcome = checked_delete(&table, key, expected)?;
+        require_applied(&table, attnum, key, expected, outcome).map(|_| Some(pg_sys::Datum::from(0)))
+    }
+}
+
+v1_function! {
+    /// `rowversion.current_version(rel regclass, key jsonb) RETURNS bigint`: NULL when no row.
     pg_finfo_rowversion_current_version,
-    pg_finfo_rowversion_update_many
-);
-
-/// `rowversion.update(rel regclass, key jsonb, expected_version bigint, changes jsonb) RETURNS bigint`
-///
-/// # Safety
-/// Called by Postgres through the V1 calling convention.
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn rowversion_update(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    // SAFETY: a V1 call with this function's arguments.
-    unsafe {
-        finish(fcinfo, |args| {
-            let (table, attnum, key, expected, outcome) = update_call(args)?;
-            require_applied(&table, attnum, key, expected, outcome).map(|v| Some(v.into()))
-        })
+    fn rowversion_current_version(args) -> CheckedError {
+        let (table, _) = checked_table(required(args.oid(0), "rel")?, Access::Read)?;
+        // SAFETY: argument 1 is jsonb.
+        let key = unsafe { json(args, 1, "key")? };
+        Ok(current(&table, key)?.map(pg_sys::Datum::from))
     }
 }
 
-/// `rowversion.try_update(...) RETURNS TABLE(applied boolean, version bigint)`
-///
-/// # Safety
-/// Called by Postgres through the V1 calling convention.
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn rowversion_try_update(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    // SAFETY: a V1 call with this function's arguments; the result row is formed with the
-    // function's declared result type.
-    unsafe {
-        finish(fcinfo, |args| {
-            let (applied, version) = match update_call(args)?.4 {
-                Checked::Applied(version) => (true, Some(version)),
-                Checked::Conflict { found, .. } => (false, Some(found)),
-                Checked::Missing => (false, None),
-            };
-            let mut values = [applied.into(), pg_sys::Datum::from(version.unwrap_or(0))];
-            let mut nulls = [false, version.is_none()];
-            Ok::<_, CheckedError>(Some(result_row(fcinfo, &mut values, &mut nulls)))
-        })
-    }
-}
-
-/// `rowversion.delete(rel regclass, key jsonb, expected_version bigint) RETURNS void`
-///
-/// # Safety
-/// Called by Postgres through the V1 calling convention.
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn rowversion_delete(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    // SAFETY: a V1 call with this function's arguments (argument 1 is jsonb).
-    unsafe {
-        finish(fcinfo, |args| {
-            let (table, attnum) = checked_table(relid(args[0])?, Access::Delete)?;
-            let key = json(args[1], "key")?;
-            let expected = bigint(args[2], "expected_version")?;
-            let outcome = checked_delete(&table, key, expected)?;
-            require_applied(&table, attnum, key, expected, outcome).map(|_| Some(pg_sys::Datum::from(0)))
-        })
-    }
-}
-
-/// `rowversion.current_version(rel regclass, key jsonb) RETURNS bigint`: NULL when no row.
-///
-/// # Safety
-/// Called by Postgres through the V1 calling convention.
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn rowversion_current_version(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    // SAFETY: a V1 call with this function's arguments (argument 1 is jsonb).
-    unsafe {
-        finish(fcinfo, |args| {
-            let (table, _) = checked_table(relid(args[0])?, Access::Read)?;
-            let key = json(args[1], "key")?;
-            Ok::<_, CheckedError>(current(&table, key)?.map(pg_sys::Datum::from))
-        })
-    }
-}
-
-/// `rowversion.update_many(rel regclass, rows jsonb) RETURNS bigint`
-///
-/// # Safety
-/// Called by Postgres through the V1 calling convention.
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn rowversion_update_many(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    // SAFETY: a V1 call with this function's arguments (argument 1 is jsonb).
-    unsafe {
-        finish(fcinfo, |args| {
-            let (table, attnum) = checked_table(relid(args[0])?, Access::Update)?;
-            let rows = json(args[1], "rows")?;
-            update_many(&table, attnum, rows.document).map(|n| Some(n.into()))
-        })
+v1_function! {
+    /// `rowversion.update_many(rel regclass, rows jsonb) RETURNS bigint`
+    pg_finfo_rowversion_update_many,
+    fn rowversion_update_many(args) -> CheckedError {
+        let (table, attnum) = checked_table(required(args.oid(0), "rel")?, Access::Update)?;
+        // SAFETY: argument 1 is jsonb.
+        let rows = unsafe { json(args, 1, "rows")? };
+        update_many(&table, attnum, rows.document).map(|n| Some(n.into()))
     }
 }

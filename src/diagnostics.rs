@@ -15,11 +15,11 @@ use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 use pgrx::{PgOid, PgSqlErrorCode};
 
-use crate::checked::{self, CheckedError, JsonArg};
 use crate::encoding;
-use crate::fmgr::{finish, v1_function_info};
+use crate::fmgr::v1_function;
+use crate::key::{self, check_key, JsonArg, KeyError};
 use crate::report::Report;
-use crate::table::{self, Statement};
+use crate::table::{self, Statement, TableError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiagnosticsError {
@@ -27,19 +27,29 @@ pub enum DiagnosticsError {
     PermissionDenied(String),
     #[error("\"{table}\" is {kind}, not a table")]
     NotATable { table: String, kind: &'static str },
+    #[error("no row in table \"{table}\" has key {key}")]
+    NoSuchRow { table: String, key: String },
     #[error("the row of \"{table}\" with key {key} is in foreign table \"{foreign}\"")]
     ForeignRow { table: String, key: String, foreign: String },
     #[error(transparent)]
-    Key(#[from] CheckedError),
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Table(#[from] TableError),
 }
 
 impl From<DiagnosticsError> for Report {
     fn from(error: DiagnosticsError) -> Self {
-        if let DiagnosticsError::Key(error) = error {
-            return error.into();
-        }
+        let error = match error {
+            DiagnosticsError::Key(error) => return error.into(),
+            DiagnosticsError::Table(error) => return error.into(),
+            error => error,
+        };
         let (code, hint) = match &error {
-            DiagnosticsError::Key(_) => unreachable!("returned above"),
+            DiagnosticsError::Key(_) | DiagnosticsError::Table(_) => unreachable!("returned above"),
+            // The same error as the checked functions give for a missing row.
+            DiagnosticsError::NoSuchRow { .. } => {
+                return Report::new(PgSqlErrorCode::ERRCODE_NO_DATA_FOUND, error.to_string(), None, None)
+            }
             DiagnosticsError::PermissionDenied(_) => (
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
                 "row_locks() requires SELECT on the table, as pgrowlocks does.",
@@ -72,25 +82,19 @@ struct RowLock {
     waiting_pids: Vec<i32>,
 }
 
-v1_function_info!(pg_finfo_row_locks_wrapper);
-
-/// `rowversion.row_locks(rel regclass, key jsonb) RETURNS TABLE (locker xid, multixact xid,
-/// mode text, pids int[], waiting_pids int[])`, STRICT, declared in `sql/diagnostics.sql`.
-/// Returns its rows in materialize mode. (The symbol keeps the name pgrx gave it in 0.1.0.)
-///
-/// # Safety
-/// Called by Postgres through the V1 calling convention.
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn row_locks_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    // SAFETY: a V1 call of a STRICT set-returning function: (regclass, jsonb), none NULL; the
-    // rows go to the tuplestore InitMaterializedSRF sets up, with the declared result type.
-    unsafe {
-        finish(fcinfo, |args| {
-            let [Some(rel), Some(key)] = args else { return Ok(None) };
-            let rows = locks_on_row(pg_sys::Oid::from(rel.value() as u32), *key)?;
-            pg_sys::InitMaterializedSRF(fcinfo, 0);
-            let result = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
+v1_function! {
+    /// `rowversion.row_locks(rel regclass, key jsonb) RETURNS TABLE (locker xid, multixact xid,
+    /// mode text, pids int[], waiting_pids int[])`, STRICT, declared in `sql/diagnostics.sql`.
+    /// Returns its rows in materialize mode. (The symbol keeps the name pgrx gave it in 0.1.0.)
+    pg_finfo_row_locks_wrapper,
+    fn row_locks_wrapper(args) -> DiagnosticsError {
+        let (Some(rel), Some(key)) = (args.oid(0), args.datum(1)) else { return Ok(None) };
+        // SAFETY: argument 1 is jsonb; the rows go to the tuplestore InitMaterializedSRF sets
+        // up, with the declared result type.
+        unsafe {
+            let rows = locks_on_row(rel, key)?;
+            pg_sys::InitMaterializedSRF(args.fcinfo(), 0);
+            let result = (*args.fcinfo()).resultinfo as *mut pg_sys::ReturnSetInfo;
             for row in rows {
                 let mut values = [
                     pg_sys::Datum::from(row.locker.xid.into_inner()),
@@ -107,8 +111,8 @@ pub unsafe extern "C-unwind" fn row_locks_wrapper(fcinfo: pg_sys::FunctionCallIn
                     nulls.as_mut_ptr(),
                 );
             }
-            Ok::<_, DiagnosticsError>(Some(pg_sys::Datum::from(0)))
-        })
+        }
+        Ok(Some(pg_sys::Datum::from(0)))
     }
 }
 
@@ -129,7 +133,7 @@ unsafe fn locks_on_row(relid: pg_sys::Oid, key: pg_sys::Datum) -> Result<Vec<Row
     }
     // SAFETY: forwarded from the caller.
     let key = unsafe { JsonArg::from_datum(key) };
-    checked::check_key(&table, key.document)?;
+    check_key(&table, key.document)?;
 
     let locate = table::prepared(&table, Statement::Locate)?;
     let (partition, tid) = Spi::connect(|client| {
@@ -140,16 +144,16 @@ unsafe fn locks_on_row(relid: pg_sys::Oid, key: pg_sys::Datum) -> Result<Vec<Row
         let partition = row.get::<pg_sys::Oid>(1)?.unwrap_or_default();
         Ok::<_, pgrx::spi::SpiError>(row.get::<pg_sys::ItemPointerData>(2)?.map(|tid| (partition, tid)))
     })
-    .map_err(CheckedError::from)?
-    .ok_or_else(|| CheckedError::NoSuchRow {
+    .map_err(TableError::from)?
+    .ok_or_else(|| DiagnosticsError::NoSuchRow {
         table: table.relation.display.clone(),
-        key: key.document.to_text(checked::KEY_CHARS_SHOWN),
+        key: key.document.to_text(key::KEY_CHARS_SHOWN),
     })?;
     // SAFETY: catalog lookups of the relation the row was just read from.
     if unsafe { pg_sys::get_rel_relkind(partition) } != b'r' as std::ffi::c_char {
         return Err(DiagnosticsError::ForeignRow {
             table: table.relation.display.clone(),
-            key: key.document.to_text(checked::KEY_CHARS_SHOWN),
+            key: key.document.to_text(key::KEY_CHARS_SHOWN),
             // SAFETY: as above; get_rel_name returns a palloc'd name of an existing relation.
             foreign: unsafe { encoding::cstr_from_server_lossy(pg_sys::get_rel_name(partition)) },
         });
@@ -179,7 +183,7 @@ unsafe fn locks_on_row(relid: pg_sys::Oid, key: pg_sys::Datum) -> Result<Vec<Row
             .first()
             .get_one::<Vec<i32>>()
     })
-    .map_err(CheckedError::from)?
+    .map_err(TableError::from)?
     .unwrap_or_default();
 
     Ok(lockers

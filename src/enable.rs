@@ -16,7 +16,7 @@ use pgrx::spi::{quote_identifier, quote_literal, SpiClient};
 use pgrx::PgSqlErrorCode;
 
 use crate::encoding;
-use crate::fmgr::{finish, v1_function_info};
+use crate::fmgr::v1_function;
 use crate::report::{self, Report};
 use crate::table::{self, utf8};
 use crate::version_column::{Mode, VersionType};
@@ -106,31 +106,26 @@ impl From<EnableError> for Report {
     }
 }
 
-v1_function_info!(pg_finfo_enable_wrapper, pg_finfo_disable_wrapper);
-
-/// `rowversion.enable(rel regclass, version_column name DEFAULT 'version', mode text DEFAULT
-/// 'lenient')`, STRICT. (The symbol keeps the name pgrx gave it in 0.1.0.)
-///
-/// # Safety
-/// Called by Postgres through the V1 calling convention.
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn enable_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    // SAFETY: a V1 call of a STRICT function: (oid, name, text, name[]), none NULL; 0.1.0's
-    // declaration, which a database runs until ALTER EXTENSION UPDATE, has no name[].
-    unsafe {
-        finish(fcinfo, |args| {
-            let [Some(rel), Some(column), Some(mode), ignore @ ..] = args else { return Ok(None) };
-            let rel = pg_sys::Oid::from(rel.value() as u32);
+v1_function! {
+    /// `rowversion.enable(rel regclass, version_column name DEFAULT 'version', mode text DEFAULT
+    /// 'lenient', ignore_columns name[] DEFAULT '{}')`, STRICT. 0.1.0's declaration, which a
+    /// database runs until ALTER EXTENSION UPDATE, has no `ignore_columns`. (The symbol keeps
+    /// the name pgrx gave it in 0.1.0.)
+    pg_finfo_enable_wrapper,
+    fn enable_wrapper(args) -> EnableError {
+        let (Some(rel), Some(column), Some(mode)) = (args.oid(0), args.datum(1), args.datum(2)) else {
+            return Ok(None);
+        };
+        // SAFETY: arguments 1 to 3 are a name, a text and a name[].
+        unsafe {
             let column = encoding::cstr_from_server(column.cast_mut_ptr::<std::ffi::c_char>());
-            let mode = pg_sys::text_to_cstring(mode.cast_mut_ptr());
-            let mode = encoding::cstr_from_server_lossy(mode);
-            let ignore = match ignore.first() {
-                Some(Some(array)) => names(*array)?,
-                _ => Vec::new(),
+            let mode = encoding::cstr_from_server_lossy(pg_sys::text_to_cstring(mode.cast_mut_ptr()));
+            let ignore = match args.datum(3) {
+                Some(array) => names(array)?,
+                None => Vec::new(),
             };
             Spi::connect_mut(|client| enable_table(client, rel, &column, &mode, &ignore)).map(|()| None)
-        })
+        }
     }
 }
 
@@ -167,20 +162,12 @@ unsafe fn names(array: pg_sys::Datum) -> Result<Vec<String>, EnableError> {
     }
 }
 
-/// `rowversion.disable(rel regclass)`, STRICT.
-///
-/// # Safety
-/// Called by Postgres through the V1 calling convention.
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn disable_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    // SAFETY: a V1 call of a STRICT function: (oid), not NULL.
-    unsafe {
-        finish(fcinfo, |args| {
-            let [Some(rel)] = args else { return Ok(None) };
-            let rel = pg_sys::Oid::from(rel.value() as u32);
-            Spi::connect_mut(|client| disable_table(client, rel)).map(|()| None)
-        })
+v1_function! {
+    /// `rowversion.disable(rel regclass)`, STRICT.
+    pg_finfo_disable_wrapper,
+    fn disable_wrapper(args) -> EnableError {
+        let Some(rel) = args.oid(0) else { return Ok(None) };
+        Spi::connect_mut(|client| disable_table(client, rel)).map(|()| None)
     }
 }
 

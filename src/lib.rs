@@ -21,6 +21,7 @@ mod enable;
 mod encoding;
 mod fmgr;
 mod jsonb;
+mod key;
 mod report;
 mod table;
 mod trigger;

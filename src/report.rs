@@ -35,15 +35,19 @@ impl Report {
         Self { column: Some((relid, attnum)), ..self }
     }
 
-    /// Raises the report as an `ERROR`.
+    /// Raises the report as an `ERROR`, reporting the caller's source location (through
+    /// `#[track_caller]` functions such as [`crate::fmgr::finish`]: the entry point's).
     ///
     /// Callers must not hold values with destructors on the stack: `errfinish` leaves through
     /// `siglongjmp`, as every Postgres `ERROR` does, and only plain frames may be skipped that
     /// way. [`crate::fmgr::finish`] and the trigger call it from such frames. A table named
     /// in `column` must be open or locked by this transaction.
+    #[track_caller]
     pub fn raise(self) -> ! {
+        let location = std::panic::Location::caller();
         // `self` is consumed here, so its Strings are freed before the jump.
         let report = PallocReport::from(self);
+        let file = palloc_cstring(location.file());
         // SAFETY: every pointer is a palloc'd NUL-terminated string or NULL (checked); the
         // relation is locked per this function's contract, so opening it with NoLock is
         // safe. `errstart` returns true for ERROR, and `errfinish` does not return for ERROR.
@@ -61,7 +65,7 @@ impl Report {
                     let rel = pg_sys::relation_open(relid, pg_sys::NoLock as pg_sys::LOCKMODE);
                     errtablecol(rel, c_int::from(attnum));
                 }
-                errfinish(c"src/report.rs".as_ptr(), line!() as c_int, c"rowversion".as_ptr());
+                errfinish(file, location.line() as c_int, c"pg_rowversion".as_ptr());
             }
             unreachable!("errfinish returned from an ERROR")
         }
@@ -69,15 +73,18 @@ impl Report {
 }
 
 /// Sends a NOTICE, in the database encoding.
+#[track_caller]
 pub fn notice(message: &str) {
+    let location = std::panic::Location::caller();
     let message = palloc_cstring(message);
+    let file = palloc_cstring(location.file());
     // SAFETY: `message` is a palloc'd NUL-terminated string; for NOTICE, `errstart` returns
     // false when nobody would see it, and `errfinish` returns.
     unsafe {
         if errstart(pgrx::PgLogLevel::NOTICE as c_int, std::ptr::null()) {
             errcode(PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION as c_int);
             errmsg(c"%s".as_ptr(), message);
-            errfinish(c"src/report.rs".as_ptr(), line!() as c_int, c"rowversion".as_ptr());
+            errfinish(file, location.line() as c_int, c"pg_rowversion".as_ptr());
         }
     }
 }

@@ -17,7 +17,29 @@ use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, quote_qualified_identifier, OwnedPreparedStatement, SpiClient};
 use pgrx::PgOid;
 
-use crate::checked::{CheckedError, Result};
+use crate::report::Report;
+
+/// What can go wrong finding a table: the caller named a relation that does not exist, or a
+/// catalog query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("relation with OID {0} does not exist")]
+    NoSuchRelation(u32),
+    #[error("internal query failed: {0}")]
+    Spi(#[from] pgrx::spi::SpiError),
+}
+
+impl From<TableError> for Report {
+    fn from(error: TableError) -> Self {
+        let code = match error {
+            TableError::NoSuchRelation(_) => pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            TableError::Spi(_) => pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        };
+        Report::new(code, error.to_string(), None, None)
+    }
+}
+
+type Result<T> = std::result::Result<T, TableError>;
 use crate::encoding;
 
 /// What statements that find one row by its primary key need to know about a table.
@@ -177,7 +199,7 @@ pub fn relation(
 }
 
 fn load(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Result<Table> {
-    let relation = relation(client, relid)?.ok_or(CheckedError::NoSuchRelation(relid.to_u32()))?;
+    let relation = relation(client, relid)?.ok_or(TableError::NoSuchRelation(relid.to_u32()))?;
     let trigger = client
         .select(
             "SELECT pg_catalog.convert_to(a.attname::pg_catalog.text, 'UTF8'), a.attnum,

@@ -7,10 +7,9 @@
 //! per-row allocation of its own. The rules are the contract in the README.
 
 use pgrx::pg_sys;
-use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 use pgrx::trigger_support::{
-    called_as_trigger, trigger_fired_before, trigger_fired_by_insert, trigger_fired_by_update, trigger_fired_for_row,
+    trigger_fired_before, trigger_fired_by_insert, trigger_fired_by_update, trigger_fired_for_row,
 };
 use pgrx::PgSqlErrorCode;
 
@@ -94,43 +93,26 @@ impl From<TriggerError> for Report {
     }
 }
 
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_rowversion_version_trigger() -> &'static pg_sys::Pg_finfo_record {
-    const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1_API
-}
-
-/// The trigger function, declared in `sql/trigger.sql`.
-///
-/// # Safety
-/// Called by Postgres' executor through the V1 calling convention.
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn rowversion_version_trigger(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    // SAFETY: Postgres passes a valid fcinfo; for a trigger call its context is a TriggerData
-    // (checked first) whose relation, trigger and tuples are valid for this call.
-    unsafe {
-        if !called_as_trigger(fcinfo) {
-            ereport_plain(TriggerError::NotCalledAsRowTrigger);
+crate::fmgr::v1_function! {
+    /// The trigger function, declared in `sql/trigger.sql`.
+    pg_finfo_rowversion_version_trigger,
+    fn rowversion_version_trigger(args) -> Report {
+        let data = args.trigger_data().ok_or(TriggerError::NotCalledAsRowTrigger)?;
+        // SAFETY: a trigger call: `data` is its TriggerData, whose relation, trigger and
+        // tuples are valid for this call.
+        unsafe {
+            let event = (*data).tg_event;
+            if !trigger_fired_before(event)
+                || !trigger_fired_for_row(event)
+                || !(trigger_fired_by_insert(event) || trigger_fired_by_update(event))
+            {
+                return Err(TriggerError::NotCalledAsRowTrigger.into());
+            }
+            let column = column_for_statement(args.fcinfo(), data)?;
+            let tuple = if trigger_fired_by_insert(event) { on_insert(data, column) } else { on_update(data, column)? };
+            Ok(Some(pg_sys::Datum::from(tuple)))
         }
-        let data = (*fcinfo).context as *mut pg_sys::TriggerData;
-        let event = (*data).tg_event;
-        if !trigger_fired_before(event)
-            || !trigger_fired_for_row(event)
-            || !(trigger_fired_by_insert(event) || trigger_fired_by_update(event))
-        {
-            ereport_plain(TriggerError::NotCalledAsRowTrigger);
-        }
-        let column = column_for_statement(fcinfo, data);
-        let result = if trigger_fired_by_insert(event) { on_insert(data, column) } else { on_update(data, column) };
-        pg_sys::Datum::from(result)
     }
-}
-
-/// Raises a trigger error that concerns no particular table column.
-fn ereport_plain(error: TriggerError) -> ! {
-    Report::from(error).raise()
 }
 
 /// The version column, kept in `fn_extra` for the rest of the statement and read in place (it
@@ -138,24 +120,20 @@ fn ereport_plain(error: TriggerError) -> ! {
 unsafe fn column_for_statement<'a>(
     fcinfo: pg_sys::FunctionCallInfo,
     data: *mut pg_sys::TriggerData,
-) -> &'a VersionColumn {
+) -> Result<&'a VersionColumn, TriggerError> {
     // SAFETY: the caller passes the valid fcinfo and TriggerData of a firing row trigger;
     // `fn_extra` of this FmgrInfo is ours, and `fn_mcxt` outlives the statement.
     unsafe {
         let flinfo = (*fcinfo).flinfo;
         let cached = (*flinfo).fn_extra as *const VersionColumn;
         if !cached.is_null() {
-            return &*cached;
+            return Ok(&*cached);
         }
-        let rel = (*data).tg_relation;
-        let column = match version_column::lookup(rel, (*data).tg_trigger) {
-            Ok(column) => column,
-            Err(error) => ereport_plain(error),
-        };
+        let column = version_column::lookup((*data).tg_relation, (*data).tg_trigger)?;
         let slot = pg_sys::MemoryContextAlloc((*flinfo).fn_mcxt, size_of::<VersionColumn>()) as *mut VersionColumn;
         slot.write(column);
         (*flinfo).fn_extra = slot.cast();
-        &*slot
+        Ok(&*slot)
     }
 }
 
@@ -174,7 +152,7 @@ unsafe fn on_insert(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> p
 }
 
 /// UPDATE: see the README's contract.
-unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> pg_sys::HeapTuple {
+unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> Result<pg_sys::HeapTuple, Report> {
     // SAFETY: `data` is the TriggerData of a BEFORE UPDATE row trigger: tg_trigtuple is the
     // stored row (the newest one, after any wait for a concurrent writer), tg_newtuple the row
     // about to be written, tg_updatedcols the columns of the SET list.
@@ -191,25 +169,27 @@ unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> p
         if !names_column(updated, column.attnum) {
             // Bookkeeping: an UPDATE of ignored columns only is not a change of the row.
             if column.ignored.cover(updated) {
-                return new_row;
+                return Ok(new_row);
             }
             return match column.mode {
-                Mode::Lenient => with_version(new_row, tupdesc, column, next),
-                Mode::Strict => raise(rel, column, |table, name| TriggerError::VersionRequired { table, column: name }),
+                Mode::Lenient => Ok(with_version(new_row, tupdesc, column, next)),
+                Mode::Strict => {
+                    Err(report(rel, column, |table, name| TriggerError::VersionRequired { table, column: name }))
+                }
             };
         }
         match read_version(new_row, tupdesc, column) {
-            None => raise(rel, column, |table, name| TriggerError::NullVersion { table, column: name }),
+            None => Err(report(rel, column, |table, name| TriggerError::NullVersion { table, column: name })),
             // The version the writer read: the check passes, the version moves on.
-            Some(supplied) if supplied == stored => with_version(new_row, tupdesc, column, next),
+            Some(supplied) if supplied == stored => Ok(with_version(new_row, tupdesc, column, next)),
             // A newer version, in serial-number order for the column's width, is the writer's
             // own next version: ORMs send `SET version = read + 1 WHERE id = ? AND version =
             // read` (or a time-based number) and their WHERE clause did the check. Kept as is.
-            Some(supplied) if column.version_type.is_newer(supplied, stored) => new_row,
+            Some(supplied) if column.version_type.is_newer(supplied, stored) => Ok(new_row),
             Some(supplied) => {
                 let key = describe_key(rel, stored_row);
                 let found = version_readable(rel, column.attnum).then_some(stored);
-                raise(rel, column, |table, _| TriggerError::Conflict { table, key, expected: supplied, found })
+                Err(report(rel, column, |table, _| TriggerError::Conflict { table, key, expected: supplied, found }))
             }
         }
     }
@@ -325,13 +305,16 @@ unsafe extern "C-unwind" {
     fn get_partition_parent(relid: pg_sys::Oid, even_if_detached: bool) -> pg_sys::Oid;
 }
 
-/// Raises the error built by `make(table, column)` against the version column of `rel`.
-unsafe fn raise(rel: pg_sys::Relation, column: &VersionColumn, make: impl FnOnce(String, String) -> TriggerError) -> ! {
-    // SAFETY: `rel` is open, `column.attnum` is one of its columns; everything with a
-    // destructor is consumed before `raise` jumps out.
+/// The error built by `make(table, column)`, naming the version column of `rel` in its fields.
+unsafe fn report(
+    rel: pg_sys::Relation,
+    column: &VersionColumn,
+    make: impl FnOnce(String, String) -> TriggerError,
+) -> Report {
+    // SAFETY: `rel` is open and `column.attnum` is one of its columns.
     unsafe {
         let report = Report::from(make(qualified_name(rel), column_name(rel, column.attnum)));
-        report.on_column((*rel).rd_id, column.attnum).raise()
+        report.on_column((*rel).rd_id, column.attnum)
     }
 }
 

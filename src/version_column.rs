@@ -315,23 +315,16 @@ mod unit_tests {
     }
 }
 
-crate::fmgr::v1_function_info!(pg_finfo_rowversion_trigger_columns);
-
-/// `rowversion.trigger_columns(rel regclass, tgqual pg_node_tree, OUT version_column name,
-/// OUT ignore_columns name[])`: the columns a versioning trigger's WHEN clause names, for the
-/// `rowversion.tables` view and the checked functions; NULLs for a clause of another shape.
-///
-/// # Safety
-/// Called by Postgres through the V1 calling convention.
-#[pgrx::pg_guard]
-#[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn rowversion_trigger_columns(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    // SAFETY: a V1 call of a STRICT function (regclass, pg_node_tree); the result row is formed
-    // with the declared result type, its names as palloc'd Name datums.
-    unsafe {
-        crate::fmgr::finish(fcinfo, |args| {
-            let [Some(rel), Some(qual)] = args else { return Ok::<_, TriggerError>(None) };
-            let relid = pg_sys::Oid::from(rel.value() as u32);
+crate::fmgr::v1_function! {
+    /// `rowversion.trigger_columns(rel regclass, tgqual pg_node_tree, OUT version_column name,
+    /// OUT ignore_columns name[])`: the columns a versioning trigger's WHEN clause names, for the
+    /// `rowversion.tables` view and the checked functions; NULLs for a clause of another shape.
+    pg_finfo_rowversion_trigger_columns,
+    fn rowversion_trigger_columns(args) -> crate::fmgr::CallError {
+        let (Some(relid), Some(qual)) = (args.oid(0), args.datum(1)) else { return Ok(None) };
+        // SAFETY: argument 1 is a pg_node_tree (text); the result row is formed with the
+        // declared result type, its names as palloc'd Name datums.
+        unsafe {
             let qual = pg_sys::text_to_cstring(qual.cast_mut_ptr());
             let name = |attnum: i16| {
                 let attname = pg_sys::get_attname(relid, attnum, true);
@@ -356,7 +349,7 @@ pub unsafe extern "C-unwind" fn rowversion_trigger_columns(fcinfo: pg_sys::Funct
                 values[1] = pg_sys::Datum::from(array);
                 nulls[1] = false;
             }
-            Ok(Some(crate::fmgr::result_row(fcinfo, &mut values, &mut nulls)))
-        })
+            crate::fmgr::result_row(args.fcinfo(), &mut values, &mut nulls).map(Some)
+        }
     }
 }
