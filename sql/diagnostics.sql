@@ -132,6 +132,7 @@ BEGIN ATOMIC
     CROSS JOIN LATERAL rowversion.advisory_key(l.classid, l.objid, l.objsubid) k
     LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
     WHERE l.locktype = 'advisory'
+      AND l.objsubid IN (1, 2)  -- pg_advisory_*(bigint) and (int4, int4); 21078: lease waiters
       AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
     ORDER BY k.key, l.granted DESC, l.waitstart, l.pid;
 END;

@@ -10,6 +10,8 @@
 //! - [`checked`]: `rowversion.update()` and friends, checked writes as function calls;
 //! - [`diagnostics`]: `rowversion.row_locks()`, who holds a lock on one row (the other lock
 //!   diagnostics are SQL);
+//! - [`lease`]: `rowversion.lease_acquire()` and friends, named locks with a lifetime and
+//!   fencing tokens;
 //! - [`version_column`]: which column, type and mode a trigger works on, cached per session;
 //! - [`report`]: raising errors that carry schema, table and column fields.
 
@@ -20,8 +22,10 @@ mod diagnostics;
 mod enable;
 mod encoding;
 mod fmgr;
+mod identity;
 mod jsonb;
 mod key;
+mod lease;
 mod report;
 mod table;
 mod trigger;
@@ -35,6 +39,7 @@ extension_sql_file!("../sql/enable.sql", name = "enable_functions");
 extension_sql_file!("../sql/tables.sql", name = "tables_view", requires = ["trigger_function"]);
 extension_sql_file!("../sql/checked.sql", name = "checked_functions");
 extension_sql_file!("../sql/diagnostics.sql", name = "diagnostics");
+extension_sql_file!("../sql/leases.sql", name = "leases");
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

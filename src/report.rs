@@ -17,7 +17,8 @@ use crate::encoding;
 
 /// What an error says, and optionally the column of a table it is about.
 pub struct Report {
-    pub code: PgSqlErrorCode,
+    /// The SQLSTATE, as Postgres encodes it (`MAKE_SQLSTATE`).
+    pub code: c_int,
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
@@ -27,6 +28,11 @@ pub struct Report {
 
 impl Report {
     pub fn new(code: PgSqlErrorCode, message: String, detail: Option<String>, hint: Option<String>) -> Self {
+        Self::with_code(code as c_int, message, detail, hint)
+    }
+
+    /// A report with a SQLSTATE of the extension's own (see [`sqlstate`]).
+    pub fn with_code(code: c_int, message: String, detail: Option<String>, hint: Option<String>) -> Self {
         Self { code, message, detail, hint, column: None }
     }
 
@@ -70,6 +76,17 @@ impl Report {
             unreachable!("errfinish returned from an ERROR")
         }
     }
+}
+
+/// A five-character SQLSTATE encoded as Postgres' `MAKE_SQLSTATE` does.
+pub const fn sqlstate(code: &[u8; 5]) -> c_int {
+    let mut encoded = 0;
+    let mut i = 0;
+    while i < 5 {
+        encoded |= ((code[i].wrapping_sub(b'0') & 0x3F) as c_int) << (6 * i);
+        i += 1;
+    }
+    encoded
 }
 
 /// Sends a NOTICE, in the database encoding.
@@ -122,7 +139,7 @@ struct PallocReport {
 impl From<Report> for PallocReport {
     fn from(report: Report) -> Self {
         Self {
-            code: report.code as c_int,
+            code: report.code,
             message: palloc_cstring(&report.message),
             detail: report.detail.as_deref().map_or(std::ptr::null_mut(), palloc_cstring),
             hint: report.hint.as_deref().map_or(std::ptr::null_mut(), palloc_cstring),

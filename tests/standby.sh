@@ -2,7 +2,8 @@
 # The lock diagnostics are read-only: they answer on a hot standby. Builds a streaming
 # standby of the test server with pg_basebackup, lets it replay a versioned table, and runs
 # lock_tree(), lock_summary, advisory_locks() and row_locks() there, with an advisory lock
-# held and awaited on the standby itself.
+# held and awaited on the standby itself. Then promotes the standby: lease tokens, ordinary
+# WAL-logged data, keep increasing on the new primary.
 # Usage: tests/standby.sh PRIMARY_SOCKET_DIR PRIMARY_PORT STANDBY_DIR STANDBY_PORT
 set -euo pipefail
 primary=$1 primary_port=$2 standby=$3 standby_port=$4
@@ -25,7 +26,9 @@ as_root chown "$(as_postgres id -un)" "$standby"
 on_primary -d postgres -c "DROP DATABASE IF EXISTS rowversion_standby" -c "CREATE DATABASE rowversion_standby"
 on_primary -d rowversion_standby -c "CREATE EXTENSION pg_rowversion" \
     -c "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint)" \
-    -c "SELECT rowversion.enable('accounts')" -c "INSERT INTO accounts VALUES (1, 100)" >/dev/null
+    -c "SELECT rowversion.enable('accounts')" -c "INSERT INTO accounts VALUES (1, 100)" \
+    -c "SELECT rowversion.lease_release('nightly', rowversion.lease_acquire('nightly', '1 min'))" \
+    -c "SELECT rowversion.lease_acquire('nightly', '1 min')" >/dev/null
 as_postgres "$PG_BIN/pg_basebackup" -h "$primary" -p "$primary_port" -U postgres -D "$standby/data" -R -X stream --checkpoint=fast
 as_postgres "$PG_BIN/pg_ctl" -D "$standby/data" -l "$standby/server.log" -w start \
     -o "-p $standby_port -k $standby -c listen_addresses='' -c hot_standby=on" >/dev/null
@@ -57,3 +60,15 @@ if [ "$result" != "$expected" ]; then
     exit 1
 fi
 echo "lock diagnostics answer on a hot standby"
+
+# Promotion: the lease taken on the old primary (token 2) is there, and the next token is 3.
+lsn=$(on_primary -d postgres -c "SELECT pg_current_wal_lsn()")
+wait_for t "SELECT pg_last_wal_replay_lsn() >= '$lsn'::pg_lsn"
+as_postgres "$PG_BIN/pg_ctl" -D "$standby/data" -w promote >/dev/null
+tokens=$(on_standby -d rowversion_standby -c "SELECT token FROM rowversion.leases WHERE name = 'nightly'" \
+    -c "SELECT rowversion.lease_break('nightly')" -c "SELECT rowversion.lease_acquire('nightly', '1 min')")
+if [ "$tokens" != $'2\nt\n3' ]; then
+    echo "lease tokens after promotion: expected 2, t, 3; got: $tokens"
+    exit 1
+fi
+echo "lease tokens keep increasing after promotion"

@@ -36,13 +36,14 @@ def is_waiting_for_lock(admin, pid):
     return row is not None and row[0] == "Lock"
 
 
-def restart_server():
-    """Restarts the test server with the options it was started with."""
+def restart_server(mode="fast"):
+    """Restarts the test server with the options it was started with (postmaster.opts). Mode
+    "immediate" skips the shutdown checkpoint: the next start runs crash recovery."""
     pg_ctl = os.path.join(os.environ["PG_BIN"], "pg_ctl")
     data = os.environ["PG_ROWVERSION_PGDATA"]
     # With a log file the new server does not inherit our pipes (run() would wait for them).
     log = os.path.join(os.path.dirname(data), "server.log")
-    command = [pg_ctl, "restart", "-D", data, "-l", log, "-m", "fast", "-w"]
+    command = [pg_ctl, "restart", "-D", data, "-l", log, "-m", mode, "-w"]
     if os.geteuid() == 0:
         command = ["sudo", "-u", "postgres"] + command
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)

@@ -1,0 +1,40 @@
+//! Running a statement as another role: the owner of the table `enable()` fills, or of the
+//! lease table the lease functions keep.
+
+use pgrx::pg_sys;
+
+/// Runs `work` as `owner` in a security-restricted operation (no SET ROLE, no temporary
+/// objects, no lasting GUC changes) with `search_path` set to `pg_catalog, pg_temp`: what
+/// Postgres does around code of a table's owner that a maintenance command runs (the
+/// search_path part since Postgres 17). Functions that the owner's triggers and index
+/// expressions call must therefore be schema-qualified or set their own search_path.
+///
+/// On an error nothing here is restored: the (sub)transaction abort that follows every
+/// ERROR restores the user and the GUC nesting level, as it does for VACUUM.
+pub fn as_owner<T>(owner: pg_sys::Oid, work: impl FnOnce() -> T) -> T {
+    let (mut caller, mut context) = (pg_sys::InvalidOid, 0);
+    // SAFETY: plain calls into Postgres' user-identity and GUC machinery, paired below.
+    let nest_level = unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut caller, &mut context);
+        pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_RESTRICTED_OPERATION as i32);
+        let nest_level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        nest_level
+    };
+    let result = work();
+    // SAFETY: undoes the above, in reverse order.
+    unsafe {
+        pg_sys::AtEOXact_GUC(true, nest_level);
+        pg_sys::SetUserIdAndSecContext(caller, context);
+    }
+    result
+}

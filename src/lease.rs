@@ -1,0 +1,758 @@
+//! Leases: named locks with a lifetime and a fencing token, kept in `rowversion.lease_state`
+//! (`sql/leases.sql`): `lease_acquire`, `lease_renew`, `lease_release`, `lease_check`,
+//! `lease_break`.
+//!
+//! Everything is data: a lease is a row, its token a counter in that row, its expiry a time of
+//! the server's clock, so a lease outlives the session and the connection that took it (poolers
+//! in transaction mode), and tokens survive restarts, crash recovery and promotion like any
+//! other row. The functions run their statements as the table's owner, after checking the
+//! caller's role against the lease's.
+//!
+//! The fence: `lease_check` locks the row `FOR SHARE` until its transaction ends; acquisition
+//! takes the row `FOR NO KEY UPDATE SKIP LOCKED`, so it passes over a lease being fenced and
+//! waits for that transaction instead.
+//!
+//! Waiting: a waiter holds a share lock on an advisory lock tag of its own, (database,
+//! hash of the name, ticket, [`WAITER_TAG`]), taken from the lock manager without waiting, so
+//! that waiters are visible (`pg_locks`, the `waiting` column of `rowversion.leases`) and
+//! ordered (tickets come from a sequence). It sleeps on its latch. The waiter with the oldest
+//! ticket, the head, sleeps until the lease expires; the others until they are woken. Every
+//! transaction that touched a lease wakes that lease's head when it commits or aborts (a
+//! transaction callback), when its changes and row locks are visible to the head; a waiter
+//! that gives up wakes the next one. Every waiter also re-reads the lease at least once a
+//! second, so a lost wake-up costs at most that.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::c_int;
+use std::rc::Rc;
+
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient};
+use pgrx::{PgOid, PgSqlErrorCode};
+
+use crate::encoding;
+use crate::fmgr::{v1_function, Args};
+use crate::identity::as_owner;
+use crate::report::{sqlstate, Report};
+
+/// The fourth field of a waiter's advisory lock tag: Postgres' own advisory locks use 1 (one
+/// bigint key) and 2 (two integer keys); 21078 is "RV".
+const WAITER_TAG: u16 = 21078;
+/// Longer names and holder labels are refused: a name is a key of a btree index.
+const MAX_NAME_BYTES: usize = 1024;
+/// At most this many characters of a name appear in a message.
+const NAME_CHARS_SHOWN: usize = 64;
+/// A waiter re-reads the lease at least this often, whatever it was told.
+const RECHECK_US: i64 = 1_000_000;
+/// A transaction that touched more leases than this wakes the head waiter of every lease.
+const MAX_LEASES_TO_WAKE: usize = 64;
+const USECS_PER_DAY: i128 = 86_400_000_000;
+/// The SQLSTATE of a fenced-off holder: its own class, not 40001, because it must stop, not
+/// retry.
+pub const LEASE_NOT_HELD: &[u8; 5] = b"RV001";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("{0} must not be NULL")]
+    NullArgument(&'static str),
+    #[error("lease name must not be empty")]
+    EmptyName,
+    #[error("lease {what} is too long")]
+    TooLong { what: &'static str, bytes: usize },
+    #[error("lease ttl must be more than 0 and at most 1 year")]
+    TtlOutOfRange,
+    #[error("lease wait must not be negative")]
+    NegativeWait,
+    #[error("lease_acquire() can wait only in a READ COMMITTED transaction")]
+    WaitNeedsReadCommitted,
+    #[error("lease \"{name}\" is not held by token {token}")]
+    NotHeld { name: String, token: i64, why: Option<String> },
+    #[error("permission denied for lease \"{0}\"")]
+    NotYours(String),
+    #[error("canceling statement due to lock timeout")]
+    LockTimeout,
+    #[error("internal query failed: {0}")]
+    Spi(#[from] pgrx::spi::SpiError),
+}
+
+impl From<LeaseError> for Report {
+    fn from(error: LeaseError) -> Self {
+        use PgSqlErrorCode::*;
+        let message = error.to_string();
+        let (code, detail, hint): (c_int, Option<String>, Option<&str>) = match error {
+            LeaseError::NullArgument(_) => (ERRCODE_NULL_VALUE_NOT_ALLOWED as c_int, None, None),
+            LeaseError::EmptyName => (ERRCODE_INVALID_PARAMETER_VALUE as c_int, None, None),
+            LeaseError::TooLong { bytes, .. } => (
+                ERRCODE_INVALID_PARAMETER_VALUE as c_int,
+                Some(format!("It has {bytes} bytes; at most {MAX_NAME_BYTES} are allowed.")),
+                None,
+            ),
+            LeaseError::TtlOutOfRange => (
+                ERRCODE_INVALID_PARAMETER_VALUE as c_int,
+                None,
+                Some("A holder that needs longer renews its lease with lease_renew()."),
+            ),
+            LeaseError::NegativeWait => (
+                ERRCODE_INVALID_PARAMETER_VALUE as c_int,
+                None,
+                Some("Pass '0 s' to take the lease only if it is free now."),
+            ),
+            LeaseError::WaitNeedsReadCommitted => (
+                ERRCODE_FEATURE_NOT_SUPPORTED as c_int,
+                Some("A waiter must see releases committed after its transaction began.".into()),
+                Some("Acquire the lease in a transaction of its own, or pass wait => '0 s'."),
+            ),
+            LeaseError::NotHeld { why, .. } => (
+                sqlstate(LEASE_NOT_HELD),
+                why,
+                Some("Stop: another holder may have written since. Acquire the lease again before writing."),
+            ),
+            LeaseError::NotYours(_) => (
+                ERRCODE_INSUFFICIENT_PRIVILEGE as c_int,
+                None,
+                Some("A lease belongs to the role that acquired it; lease_break() frees it for that role or a superuser."),
+            ),
+            LeaseError::LockTimeout => (ERRCODE_LOCK_NOT_AVAILABLE as c_int, None, None),
+            LeaseError::Spi(_) => (ERRCODE_INTERNAL_ERROR as c_int, None, None),
+        };
+        Report::with_code(code, message, detail, hint.map(str::to_owned))
+    }
+}
+
+type Result<T> = std::result::Result<T, LeaseError>;
+
+/// A lease name argument: non-empty text of at most [`MAX_NAME_BYTES`], detoasted once.
+#[derive(Clone, Copy)]
+struct Name {
+    datum: pg_sys::Datum,
+    bytes: *const u8,
+    len: usize,
+}
+
+impl Name {
+    /// # Safety
+    /// Argument `n` of the call must be `text`.
+    unsafe fn from_arg(args: Args, n: usize) -> Result<Self> {
+        let datum = args.datum(n).ok_or(LeaseError::NullArgument("name"))?;
+        // SAFETY: a text Datum; the detoasted copy lives for the rest of the call.
+        let (text, bytes, len) = unsafe {
+            let text = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
+            (text, pgrx::varlena::vardata_any(text) as *const u8, pgrx::varlena::varsize_any_exhdr(text))
+        };
+        if len == 0 {
+            return Err(LeaseError::EmptyName);
+        }
+        if len > MAX_NAME_BYTES {
+            return Err(LeaseError::TooLong { what: "name", bytes: len });
+        }
+        Ok(Self { datum: pg_sys::Datum::from(text), bytes, len })
+    }
+
+    fn arg(&self) -> DatumWithOid<'static> {
+        // SAFETY: a text Datum that lives for the rest of this call.
+        unsafe { DatumWithOid::new(self.datum, pg_sys::TEXTOID) }
+    }
+
+    /// The name for a message, cut to its first characters.
+    fn shown(&self) -> String {
+        // SAFETY: `bytes` holds `len` bytes of text in the database encoding.
+        unsafe { encoding::clipped_from_server(self.bytes.cast(), self.len, NAME_CHARS_SHOWN) }
+    }
+
+    /// `hashtext(name)` for a deterministic collation, which the view computes too.
+    fn hash(&self) -> u32 {
+        // SAFETY: `bytes` holds `len` bytes; hash_bytes only reads them.
+        unsafe { hash_bytes(self.bytes, self.len as c_int) }
+    }
+}
+
+unsafe extern "C-unwind" {
+    /// common/hashfn.h: `hash_any`'s body (an inline wrapper there), which `hashtext` uses.
+    fn hash_bytes(k: *const u8, keylen: c_int) -> u32;
+}
+
+/// A required argument.
+fn required<T>(value: Option<T>, name: &'static str) -> Result<T> {
+    value.ok_or(LeaseError::NullArgument(name))
+}
+
+/// An interval argument, as Postgres' interval comparison counts it (a month is 30 days, a
+/// day 24 hours), in microseconds: the sign and rough size of a ttl or a wait.
+///
+/// # Safety
+/// `datum` must be an `interval`.
+unsafe fn nominal_us(datum: pg_sys::Datum) -> i128 {
+    // SAFETY: an interval is passed by reference.
+    let interval = unsafe { &*(datum.cast_mut_ptr::<pg_sys::Interval>()) };
+    i128::from(interval.time)
+        + i128::from(interval.day) * USECS_PER_DAY
+        + i128::from(interval.month) * 30 * USECS_PER_DAY
+}
+
+/// `at + interval` on the calendar, as `timestamptz + interval` computes it.
+///
+/// # Safety
+/// `interval` must be an `interval` Datum.
+unsafe fn plus(at: pg_sys::TimestampTz, interval: pg_sys::Datum) -> pg_sys::TimestampTz {
+    // SAFETY: the function's arguments are a timestamptz and an interval.
+    unsafe {
+        pgrx::direct_function_call_as_datum(pg_sys::timestamptz_pl_interval, &[Some(at.into()), Some(interval)])
+            .map_or(at, |d| d.value() as i64)
+    }
+}
+
+/// A ttl: more than 0 and at most one calendar year from now.
+///
+/// # Safety
+/// `ttl` must be an `interval`.
+unsafe fn check_ttl(ttl: pg_sys::Datum) -> Result<pg_sys::Datum> {
+    // SAFETY: forwarded.
+    let nominal = unsafe { nominal_us(ttl) };
+    // Out of this range it is wrong whatever the calendar says, and adding it could overflow.
+    if nominal <= 0 || nominal > 400 * USECS_PER_DAY {
+        return Err(LeaseError::TtlOutOfRange);
+    }
+    let year = pg_sys::Interval { time: 0, day: 0, month: 12 };
+    let year = pg_sys::Datum::from(&year as *const pg_sys::Interval);
+    // SAFETY: `ttl` and `year` are intervals, within a range where the sums cannot overflow.
+    let (now, expires, limit) = unsafe {
+        let now = pg_sys::GetCurrentTimestamp();
+        (now, plus(now, ttl), plus(now, year))
+    };
+    if expires <= now || expires > limit {
+        return Err(LeaseError::TtlOutOfRange);
+    }
+    Ok(ttl)
+}
+
+/// When a wait of `wait` from `now` ends; `i64::MAX` for a wait of a century or more.
+///
+/// # Safety
+/// `wait` must be an `interval`.
+unsafe fn wait_deadline(wait: pg_sys::Datum, now: pg_sys::TimestampTz) -> Result<pg_sys::TimestampTz> {
+    // SAFETY: forwarded.
+    let nominal = unsafe { nominal_us(wait) };
+    if nominal < 0 {
+        return Err(LeaseError::NegativeWait);
+    }
+    if nominal >= 36_500 * USECS_PER_DAY {
+        return Ok(i64::MAX);
+    }
+    // SAFETY: `wait` is an interval of less than a century.
+    Ok(unsafe { plus(now, wait) }.max(now))
+}
+
+/// The statements of the lease functions, run as the table's owner. Every name qualified.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Statement {
+    /// ($1 name, $2 ttl, $3 holder, $4 role): takes a free or expired lease that no
+    /// transaction is fencing or taking; its new token.
+    Take,
+    /// The same for a name never acquired: token 1.
+    Insert,
+    /// ($1 name): microseconds until a live lease expires (NULL when it is free but locked).
+    State,
+    /// ($1 name, $2 token, $3 ttl): the lease's role when `token` still holds it.
+    Renew,
+    /// ($1 name, $2 token): the same, freeing it.
+    Release,
+    /// ($1 name): the lease, locked until the transaction ends.
+    Check,
+    /// ($1 name): the role of a live lease, freeing it.
+    Break,
+}
+
+impl Statement {
+    fn sql(self) -> &'static str {
+        match self {
+            Self::Take => {
+                "WITH free AS (
+                     SELECT name FROM rowversion.lease_state
+                     WHERE name OPERATOR(pg_catalog.=) $1
+                       AND (released OR expires_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp())
+                     FOR NO KEY UPDATE SKIP LOCKED),
+                 now AS (SELECT pg_catalog.clock_timestamp() AS at)
+                 UPDATE rowversion.lease_state AS l
+                 SET token = l.token OPERATOR(pg_catalog.+) 1, holder = $3, role = $4, acquired_at = now.at,
+                     expires_at = now.at OPERATOR(pg_catalog.+) $2, released = false
+                 FROM free, now
+                 WHERE l.name OPERATOR(pg_catalog.=) free.name
+                 RETURNING l.token"
+            }
+            Self::Insert => {
+                "INSERT INTO rowversion.lease_state AS l (name, token, holder, role, acquired_at, expires_at)
+                 SELECT $1, 1, $3, $4, now.at, now.at OPERATOR(pg_catalog.+) $2
+                 FROM (SELECT pg_catalog.clock_timestamp() AS at) AS now
+                 ON CONFLICT (name) DO NOTHING
+                 RETURNING l.token"
+            }
+            Self::State => {
+                "SELECT CASE WHEN released OR expires_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()
+                        THEN NULL
+                        ELSE pg_catalog.ceil(pg_catalog.extract('epoch',
+                                 expires_at OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp())
+                             OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8 END
+                 FROM rowversion.lease_state WHERE name OPERATOR(pg_catalog.=) $1"
+            }
+            Self::Renew => {
+                "UPDATE rowversion.lease_state
+                 SET expires_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) $3
+                 WHERE name OPERATOR(pg_catalog.=) $1 AND token OPERATOR(pg_catalog.=) $2 AND NOT released
+                 RETURNING role"
+            }
+            Self::Release => {
+                "UPDATE rowversion.lease_state SET released = true, expires_at = pg_catalog.clock_timestamp()
+                 WHERE name OPERATOR(pg_catalog.=) $1 AND token OPERATOR(pg_catalog.=) $2 AND NOT released
+                   AND expires_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()
+                 RETURNING role"
+            }
+            Self::Check => {
+                "SELECT token, role, released,
+                        NOT released AND expires_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()
+                 FROM rowversion.lease_state WHERE name OPERATOR(pg_catalog.=) $1
+                 FOR SHARE"
+            }
+            Self::Break => {
+                "UPDATE rowversion.lease_state SET released = true, expires_at = pg_catalog.clock_timestamp()
+                 WHERE name OPERATOR(pg_catalog.=) $1 AND NOT released
+                   AND expires_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()
+                 RETURNING role"
+            }
+        }
+    }
+
+    fn argument_types(self) -> &'static [pg_sys::Oid] {
+        use pg_sys::{INT8OID, INTERVALOID, OIDOID, TEXTOID};
+        match self {
+            Self::Take | Self::Insert => &[TEXTOID, INTERVALOID, TEXTOID, OIDOID],
+            Self::State | Self::Check | Self::Break => &[TEXTOID],
+            Self::Renew => &[TEXTOID, INT8OID, INTERVALOID],
+            Self::Release => &[TEXTOID, INT8OID],
+        }
+    }
+}
+
+thread_local! {
+    /// The prepared statements, per session. Plans name the table, so they follow its
+    /// re-creation (DROP and CREATE EXTENSION) through Postgres' plan invalidation.
+    static STATEMENTS: RefCell<HashMap<Statement, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
+    /// Hashes of the leases this transaction touched, whose head waiters it wakes when it
+    /// ends; `None` once there were too many to list (then it wakes every lease's head).
+    static TO_WAKE: RefCell<Option<Vec<u32>>> = const { RefCell::new(Some(Vec::new())) };
+    static CALLBACK_REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn prepared(client: &SpiClient<'_>, statement: Statement) -> Result<Rc<OwnedPreparedStatement>> {
+    if let Some(plan) = STATEMENTS.with(|s| s.borrow().get(&statement).cloned()) {
+        return Ok(plan);
+    }
+    let types: Vec<PgOid> = statement.argument_types().iter().map(|&oid| PgOid::from(oid)).collect();
+    let plan = Rc::new(client.prepare_mut(statement.sql(), &types)?.keep());
+    STATEMENTS.with(|s| s.borrow_mut().insert(statement, plan.clone()));
+    Ok(plan)
+}
+
+/// The relation `rowversion.NAME`, which the extension's script created.
+fn extension_relation(name: &std::ffi::CStr) -> pg_sys::Oid {
+    // SAFETY: catalog lookups by name; InvalidOid when missing (then statements fail cleanly).
+    unsafe {
+        let schema = pg_sys::get_namespace_oid(c"rowversion".as_ptr(), true);
+        pg_sys::get_relname_relid(name.as_ptr(), schema)
+    }
+}
+
+/// Runs `work` with an SPI connection as the owner of `rowversion.lease_state`.
+fn as_lease_owner<T>(work: impl FnOnce(&mut SpiClient<'_>) -> Result<T>) -> Result<T> {
+    let relid = extension_relation(c"lease_state");
+    // SAFETY: the relation exists while the extension does; RelationIdGetRelation takes no
+    // lock, and the descriptor is closed right after reading its owner.
+    let owner = unsafe {
+        let rel = pg_sys::RelationIdGetRelation(relid);
+        if rel.is_null() {
+            pg_sys::GetUserId()
+        } else {
+            let owner = (*(*rel).rd_rel).relowner;
+            pg_sys::RelationClose(rel);
+            owner
+        }
+    };
+    as_owner(owner, || Spi::connect_mut(work))
+}
+
+/// Remembers that this transaction touched the lease with this hash: when it ends, the lease's
+/// head waiter is woken.
+fn wake_at_end(hash: u32) {
+    if !CALLBACK_REGISTERED.replace(true) {
+        // SAFETY: registered once per session; the callback lives as long as the library.
+        unsafe { pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut()) };
+    }
+    TO_WAKE.with(|to_wake| {
+        let mut to_wake = to_wake.borrow_mut();
+        if let Some(hashes) = to_wake.as_mut() {
+            if !hashes.contains(&hash) {
+                if hashes.len() == MAX_LEASES_TO_WAKE {
+                    *to_wake = None;
+                } else {
+                    hashes.push(hash);
+                }
+            }
+        }
+    });
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    use pg_sys::XactEvent::*;
+    let ended =
+        matches!(event, XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_PARALLEL_ABORT);
+    if !ended && event != XACT_EVENT_PREPARE {
+        return;
+    }
+    let to_wake = TO_WAKE.with(|to_wake| to_wake.replace(Some(Vec::new())));
+    // A prepared transaction keeps its locks; its waiters find out at their next re-read.
+    if ended {
+        match to_wake {
+            Some(hashes) if hashes.is_empty() => {}
+            Some(hashes) => wake_heads(Some(&hashes)),
+            None => wake_heads(None),
+        }
+    }
+}
+
+fn waiter_tag(hash: u32, ticket: u32) -> pg_sys::LOCKTAG {
+    pg_sys::LOCKTAG {
+        // SAFETY: a plain read of this backend's database.
+        locktag_field1: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+        locktag_field2: hash,
+        locktag_field3: ticket,
+        locktag_field4: WAITER_TAG,
+        locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+        locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
+    }
+}
+
+/// Whether ticket `a` was drawn before `b` (tickets wrap around at 2^32).
+fn earlier(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+/// Calls `each(hash, ticket, pid)` for every other session of this database waiting for a
+/// lease.
+fn for_each_waiter(mut each: impl FnMut(u32, u32, c_int)) {
+    // SAFETY: GetLockStatusData returns a palloc'd copy of the lock table, freed here; the
+    // fields read are plain values.
+    unsafe {
+        let database = pg_sys::MyDatabaseId.to_u32();
+        let data = pg_sys::GetLockStatusData();
+        let locks = std::slice::from_raw_parts((*data).locks, (*data).nelements as usize);
+        for lock in locks {
+            let tag = &lock.locktag;
+            if tag.locktag_type == pg_sys::LockTagType::LOCKTAG_ADVISORY as u8
+                && tag.locktag_field4 == WAITER_TAG
+                && tag.locktag_field1 == database
+                && lock.holdMask != 0
+                && lock.pid != pg_sys::MyProcPid
+            {
+                each(tag.locktag_field2, tag.locktag_field3, lock.pid);
+            }
+        }
+        if !(*data).locks.is_null() {
+            pg_sys::pfree((*data).locks.cast());
+        }
+        pg_sys::pfree(data.cast());
+    }
+}
+
+/// Wakes the head waiter (oldest ticket) of each lease with one of these hashes (`None`: of
+/// every lease).
+fn wake_heads(hashes: Option<&[u32]>) {
+    // At most one entry per waiting backend.
+    let mut heads: Vec<(u32, u32, c_int)> = Vec::new();
+    for_each_waiter(|hash, ticket, pid| {
+        if hashes.is_some_and(|h| !h.contains(&hash)) {
+            return;
+        }
+        match heads.iter_mut().find(|(h, _, _)| *h == hash) {
+            Some(head) if earlier(ticket, head.1) => *head = (hash, ticket, pid),
+            Some(_) => {}
+            None => heads.push((hash, ticket, pid)),
+        }
+    });
+    for (_, _, pid) in heads {
+        // SAFETY: BackendPidGetProc returns NULL for a backend that is gone; a PGPROC's latch
+        // is in shared memory and SetLatch is safe from any backend.
+        unsafe {
+            let proc = pg_sys::BackendPidGetProc(pid);
+            if !proc.is_null() {
+                pg_sys::SetLatch(&mut (*proc).procLatch);
+            }
+        }
+    }
+}
+
+/// Whether no other session waits for the lease with an older ticket.
+fn is_head(hash: u32, ticket: u32) -> bool {
+    let mut head = true;
+    for_each_waiter(|h, t, _| head &= !(h == hash && earlier(t, ticket)));
+    head
+}
+
+/// The outcome of one attempt to take a lease.
+enum Attempt {
+    Taken(i64),
+    /// Held for this many more microseconds, or (`None`) free but being fenced or taken by a
+    /// transaction.
+    Busy(Option<i64>),
+}
+
+fn try_take(name: Name, ttl: pg_sys::Datum, holder: Option<pg_sys::Datum>, role: pg_sys::Oid) -> Result<Attempt> {
+    // SAFETY: an interval and a text Datum that live for the rest of this call.
+    let (ttl, holder) = unsafe {
+        (
+            DatumWithOid::new(ttl, pg_sys::INTERVALOID),
+            match holder {
+                Some(holder) => DatumWithOid::new(holder, pg_sys::TEXTOID),
+                None => DatumWithOid::null_oid(pg_sys::TEXTOID),
+            },
+        )
+    };
+    let args = [name.arg(), ttl, holder, role.into()];
+    // No statement here waits for another transaction (SKIP LOCKED, a plain read; the INSERT
+    // only for a name that has no row yet): a wait would consume the latch a waker sets.
+    as_lease_owner(|client| {
+        let plan = prepared(client, Statement::Take)?;
+        let rows = client.update(&*plan, Some(1), &args)?;
+        if !rows.is_empty() {
+            return Ok(Attempt::Taken(rows.first().get_one::<i64>()?.unwrap_or(0)));
+        }
+        let plan = prepared(client, Statement::State)?;
+        let rows = client.select(&*plan, Some(1), &[name.arg()])?;
+        if !rows.is_empty() {
+            return Ok(Attempt::Busy(rows.first().get_one::<i64>()?));
+        }
+        let plan = prepared(client, Statement::Insert)?;
+        let rows = client.update(&*plan, Some(1), &args)?;
+        Ok(if rows.is_empty() {
+            Attempt::Busy(None)
+        } else {
+            Attempt::Taken(rows.first().get_one::<i64>()?.unwrap_or(0))
+        })
+    })
+}
+
+/// The caller's role may act for a lease of `role` (it is that role, a member of it, or a
+/// superuser).
+fn may_act_for(role: pg_sys::Oid) -> bool {
+    // SAFETY: a catalog check for the current user.
+    unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), role) }
+}
+
+/// `lease_acquire`: see the module's description of waiting.
+fn acquire(name: Name, ttl: pg_sys::Datum, wait: pg_sys::Datum, holder: Option<pg_sys::Datum>) -> Result<Option<i64>> {
+    // SAFETY: plain reads of the current time, user and GUCs.
+    let (now, role, lock_timeout_ms, isolation) =
+        unsafe { (pg_sys::GetCurrentTimestamp(), pg_sys::GetUserId(), pg_sys::LockTimeout, pg_sys::XactIsoLevel) };
+    // SAFETY: `wait` is an interval.
+    let deadline = unsafe { wait_deadline(wait, now)? };
+    wake_at_end(name.hash());
+    if let Attempt::Taken(token) = try_take(name, ttl, holder, role)? {
+        return Ok(Some(token));
+    }
+    if deadline <= now {
+        return Ok(None);
+    }
+    if isolation >= pg_sys::XACT_REPEATABLE_READ as c_int {
+        return Err(LeaseError::WaitNeedsReadCommitted);
+    }
+    let lock_deadline = if lock_timeout_ms > 0 { now + i64::from(lock_timeout_ms) * 1000 } else { i64::MAX };
+    let ticket = next_ticket()?;
+    let tag = waiter_tag(name.hash(), ticket);
+    // SAFETY: a share lock on a tag only this backend uses: granted at once (dontWait), held
+    // until released below or, on an error, by the transaction's abort.
+    unsafe {
+        pg_sys::LockAcquire(&tag, pg_sys::ShareLock as pg_sys::LOCKMODE, false, true);
+    }
+    let mut last_try = now;
+    let outcome = loop {
+        pgrx::check_for_interrupts!();
+        // SAFETY: a plain read of the clock.
+        let now = unsafe { pg_sys::GetCurrentTimestamp() };
+        let mut wake_at = deadline.min(lock_deadline).min(now.saturating_add(RECHECK_US));
+        let head = is_head(name.hash(), ticket);
+        if head || now - last_try >= RECHECK_US {
+            last_try = now;
+            match try_take(name, ttl, holder, role) {
+                Ok(Attempt::Taken(token)) => break Ok(Some(token)),
+                Ok(Attempt::Busy(Some(left))) if head => wake_at = wake_at.min(now.saturating_add(left)),
+                Ok(Attempt::Busy(_)) => {}
+                Err(error) => break Err(error),
+            }
+        }
+        // SAFETY: as above.
+        let now = unsafe { pg_sys::GetCurrentTimestamp() };
+        if now >= deadline {
+            break Ok(None);
+        }
+        if now >= lock_deadline {
+            break Err(LeaseError::LockTimeout);
+        }
+        let timeout_ms = (wake_at - now + 999) / 1000;
+        // SAFETY: this backend's own latch; waking on it, a timeout or postmaster death.
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as c_int,
+                timeout_ms.max(1) as std::ffi::c_long,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+    };
+    // SAFETY: the lock taken above.
+    unsafe {
+        pg_sys::LockRelease(&tag, pg_sys::ShareLock as pg_sys::LOCKMODE, false);
+    }
+    if !matches!(outcome, Ok(Some(_))) {
+        // The next waiter takes over watching the expiry now, not when this transaction ends.
+        wake_heads(Some(&[name.hash()]));
+    }
+    outcome
+}
+
+/// A waiter's place in line: the next value of `rowversion.lease_ticket` (non-transactional).
+fn next_ticket() -> Result<u32> {
+    let sequence = extension_relation(c"lease_ticket");
+    as_lease_owner(|_| {
+        // SAFETY: nextval(regclass) of the extension's sequence, as its owner.
+        let ticket = unsafe { pgrx::direct_function_call_as_datum(pg_sys::nextval_oid, &[Some(sequence.into())]) };
+        Ok(ticket.map_or(0, |d| d.value() as u32))
+    })
+}
+
+/// Runs Renew, Release or Break and returns whether it changed the lease; raises 42501 (and so
+/// undoes the change) when the lease belongs to a role the caller may not act for.
+fn change(name: Name, statement: Statement, args: &[DatumWithOid<'_>]) -> Result<bool> {
+    wake_at_end(name.hash());
+    let role = as_lease_owner(|client| {
+        let plan = prepared(client, statement)?;
+        let rows = client.update(&*plan, Some(1), args)?;
+        Ok(if rows.is_empty() { None } else { rows.first().get_one::<pg_sys::Oid>()? })
+    })?;
+    match role {
+        None => Ok(false),
+        Some(role) if may_act_for(role) => Ok(true),
+        Some(_) => Err(LeaseError::NotYours(name.shown())),
+    }
+}
+
+/// `lease_check`: the lease row stays share-locked until the transaction ends.
+fn check(name: Name, token: i64) -> Result<()> {
+    wake_at_end(name.hash());
+    let lease = as_lease_owner(|client| {
+        let plan = prepared(client, Statement::Check)?;
+        let rows = client.select(&*plan, Some(1), &[name.arg()])?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let row = rows.first();
+        Ok(Some((
+            row.get::<i64>(1)?.unwrap_or(0),
+            row.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
+            row.get::<bool>(3)?.unwrap_or(false),
+            row.get::<bool>(4)?.unwrap_or(false),
+        )))
+    })?;
+    let why = match lease {
+        Some((current, role, _, true)) if current == token => {
+            return if may_act_for(role) { Ok(()) } else { Err(LeaseError::NotYours(name.shown())) };
+        }
+        None => Some("No lease of this name was ever acquired.".to_owned()),
+        // What happened to it is for the roles that may read it in rowversion.leases.
+        Some((_, role, _, _)) if !may_act_for(role) => None,
+        Some((current, _, _, _)) if current != token => Some(format!("Its current token is {current}.")),
+        Some((_, _, true, _)) => Some("It was released.".to_owned()),
+        Some(_) => Some("It expired.".to_owned()),
+    };
+    Err(LeaseError::NotHeld { name: name.shown(), token, why })
+}
+
+v1_function! {
+    /// `rowversion.lease_acquire(name text, ttl interval, wait interval DEFAULT '0 s', holder
+    /// text DEFAULT NULL) RETURNS bigint`: the new token, or NULL when still taken after `wait`.
+    pg_finfo_rowversion_lease_acquire,
+    fn rowversion_lease_acquire(args) -> LeaseError {
+        // SAFETY: the arguments are (text, interval, interval, text).
+        unsafe {
+            let name = Name::from_arg(args, 0)?;
+            let ttl = check_ttl(required(args.datum(1), "ttl")?)?;
+            let wait = required(args.datum(2), "wait")?;
+            let holder = match args.datum(3) {
+                Some(holder) => Some(holder),
+                None if !pg_sys::application_name.is_null() && *pg_sys::application_name != 0 => {
+                    Some(pg_sys::Datum::from(pg_sys::cstring_to_text(pg_sys::application_name)))
+                }
+                None => None,
+            };
+            if let Some(holder) = holder {
+                let text = pg_sys::pg_detoast_datum_packed(holder.cast_mut_ptr());
+                let bytes = pgrx::varlena::varsize_any_exhdr(text);
+                if bytes > MAX_NAME_BYTES {
+                    return Err(LeaseError::TooLong { what: "holder", bytes });
+                }
+            }
+            Ok(acquire(name, ttl, wait, holder)?.map(pg_sys::Datum::from))
+        }
+    }
+}
+
+v1_function! {
+    /// `rowversion.lease_renew(name text, token bigint, ttl interval) RETURNS boolean`
+    pg_finfo_rowversion_lease_renew,
+    fn rowversion_lease_renew(args) -> LeaseError {
+        // SAFETY: the arguments are (text, bigint, interval).
+        unsafe {
+            let name = Name::from_arg(args, 0)?;
+            let token = required(args.int8(1), "token")?;
+            let ttl = check_ttl(required(args.datum(2), "ttl")?)?;
+            let ttl = DatumWithOid::new(ttl, pg_sys::INTERVALOID);
+            Ok(Some(change(name, Statement::Renew, &[name.arg(), token.into(), ttl])?.into()))
+        }
+    }
+}
+
+v1_function! {
+    /// `rowversion.lease_release(name text, token bigint) RETURNS boolean`
+    pg_finfo_rowversion_lease_release,
+    fn rowversion_lease_release(args) -> LeaseError {
+        // SAFETY: the arguments are (text, bigint).
+        let name = unsafe { Name::from_arg(args, 0)? };
+        let token = required(args.int8(1), "token")?;
+        Ok(Some(change(name, Statement::Release, &[name.arg(), token.into()])?.into()))
+    }
+}
+
+v1_function! {
+    /// `rowversion.lease_check(name text, token bigint) RETURNS void`: raises RV001 unless
+    /// `token` holds the lease.
+    pg_finfo_rowversion_lease_check,
+    fn rowversion_lease_check(args) -> LeaseError {
+        // SAFETY: the arguments are (text, bigint).
+        let name = unsafe { Name::from_arg(args, 0)? };
+        let token = required(args.int8(1), "token")?;
+        check(name, token).map(|()| Some(pg_sys::Datum::from(0)))
+    }
+}
+
+v1_function! {
+    /// `rowversion.lease_break(name text) RETURNS boolean`: frees a live lease whatever its
+    /// token, for its role and superusers.
+    pg_finfo_rowversion_lease_break,
+    fn rowversion_lease_break(args) -> LeaseError {
+        // SAFETY: the argument is text.
+        let name = unsafe { Name::from_arg(args, 0)? };
+        Ok(Some(change(name, Statement::Break, &[name.arg()])?.into()))
+    }
+}
