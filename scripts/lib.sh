@@ -28,7 +28,7 @@ pg_bin_of() { dirname "$(pg_config_of "$1")"; }
 # pg_regress and isolationtester of a major: next to its pgxs makefiles.
 pgxs_test_of() { echo "$(dirname "$(dirname "$("$(pg_config_of "$1")" --pgxs)")")/test"; }
 APT_PACKAGES=("postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" libclang-dev clang sudo pkg-config python3-venv
-    shellcheck)
+    shellcheck redis-server)
 
 log() { printf '\n==> %s\n' "$*"; }
 
@@ -120,6 +120,14 @@ install_extension_on() {
     (cd "$REPO" && cargo pgrx install --pg-config "$(pg_config_of "$major")" --no-default-features \
         --features "pg$major" "$@")
     install -m 644 "$REPO"/sql/releases/*.sql "$("$(pg_config_of "$major")" --sharedir)/extension/"
+}
+
+# The Python of target/clients-venv, with tests/clients/requirements.txt installed (psycopg,
+# SQLAlchemy, pytest, redis): the client suites and bench/leases.py use it.
+CLIENTS_PYTHON=$REPO/target/clients-venv/bin/python
+install_clients_venv() {
+    [ -x "$CLIENTS_PYTHON" ] || python3 -m venv "$REPO/target/clients-venv"
+    "$CLIENTS_PYTHON" -m pip install --quiet --disable-pip-version-check -r "$REPO/tests/clients/requirements.txt"
 }
 
 # start_server DIR PORT [SETTING...]: a server with its data in DIR/data and its socket in

@@ -52,8 +52,9 @@ COMMENT ON FUNCTION rowversion.lease_check(text, bigint) IS
 COMMENT ON FUNCTION rowversion.lease_break(text) IS
 'Frees a live lease whatever its token: for the role that holds it and for superusers';
 
--- A session waiting in lease_acquire() holds a share lock on the advisory lock tag
--- (database, hashtext(name), ticket, 21078) until it stops waiting.
+-- A session waiting in lease_acquire() holds share locks on the advisory lock tags
+-- (database, hashtext(name), ticket, 21078) and (database, hashtext(name), 0, 21079) until it
+-- stops waiting.
 CREATE VIEW rowversion.leases WITH (security_barrier) AS
 SELECT s.name,
        s.holder,

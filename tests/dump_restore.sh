@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # rowversion.tables and the trigger survive pg_dump + restore into a fresh database:
 # renamed tables and columns, strict mode, quoted names, partitions, a disabled trigger,
-# ignored columns (one renamed).
+# ignored columns (one renamed); lease tokens go on increasing.
 # Usage: tests/dump_restore.sh SOCKET_DIR PORT
 set -euo pipefail
 host=$1 port=$2
@@ -31,6 +31,8 @@ ALTER TABLE paused DISABLE TRIGGER rowversion;
 CREATE TABLE members (id int PRIMARY KEY, "Last Login" timestamptz, hits int);
 SELECT rowversion.enable('members', ignore_columns => '{"Last Login", hits}');
 ALTER TABLE members RENAME COLUMN hits TO visits;
+SELECT rowversion.lease_release('nightly', rowversion.lease_acquire('nightly', '1 min'));
+SELECT rowversion.lease_acquire('nightly', '1 min');
 SQL
 
 snapshot() {
@@ -74,10 +76,13 @@ SELECT lock_version FROM catalog_items WHERE id = 1;
 INSERT INTO members (id) VALUES (1);
 UPDATE members SET visits = 5, "Last Login" = now();
 SELECT version FROM members;
+SELECT token FROM rowversion.leases WHERE name = 'nightly';
+SELECT rowversion.lease_break('nightly');
+SELECT rowversion.lease_acquire('nightly', '1 min');
 SQL
 )
-if [ "$check" != $'40001\n42P10\nok\n2\n1' ]; then
+if [ "$check" != $'40001\n42P10\nok\n2\n1\n2\nt\n3' ]; then
     echo "restored triggers misbehave: $check"
     exit 1
 fi
-echo "restored: same rowversion.tables, same versions, triggers enforce, ignored columns ignored"
+echo "restored: same rowversion.tables, same versions, triggers enforce, ignored columns ignored, lease tokens go on"
