@@ -118,7 +118,7 @@ impl From<LeaseError> for Report {
             LeaseError::NotYours(_) => (
                 ERRCODE_INSUFFICIENT_PRIVILEGE as c_int,
                 None,
-                Some("A lease belongs to the role that acquired it; lease_break() frees it for that role or a superuser."),
+                Some("A lease belongs to the role that acquired it; lease_break() frees it for that role, its members and superusers."),
             ),
             LeaseError::LockTimeout => (ERRCODE_LOCK_NOT_AVAILABLE as c_int, None, None),
             LeaseError::Spi(_) => (ERRCODE_INTERNAL_ERROR as c_int, None, None),
@@ -347,6 +347,8 @@ thread_local! {
     /// Hashes of the leases this transaction touched, whose head waiters it wakes when it
     /// ends; `None` once there were too many to list (then it wakes every lease's head).
     static TO_WAKE: RefCell<Option<Vec<u32>>> = const { RefCell::new(Some(Vec::new())) };
+    /// The head waiters found at pre-commit, whose latches the commit sets.
+    static LATCHES_AT_COMMIT: RefCell<Vec<c_int>> = const { RefCell::new(Vec::new()) };
     static CALLBACK_REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
@@ -391,8 +393,11 @@ fn as_lease_owner<T>(work: impl FnOnce(&mut SpiClient<'_>) -> Result<T>) -> Resu
 /// head waiter is woken.
 fn wake_at_end(hash: u32) {
     if !CALLBACK_REGISTERED.replace(true) {
-        // SAFETY: registered once per session; the callback lives as long as the library.
-        unsafe { pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut()) };
+        // SAFETY: registered once per session; the callbacks live as long as the library.
+        unsafe {
+            pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut());
+            pg_sys::RegisterSubXactCallback(Some(at_subtransaction_end), std::ptr::null_mut());
+        }
     }
     TO_WAKE.with(|to_wake| {
         let mut to_wake = to_wake.borrow_mut();
@@ -408,22 +413,57 @@ fn wake_at_end(hash: u32) {
     });
 }
 
+/// The head waiters of the leases this transaction touched.
+fn heads_to_wake() -> Vec<c_int> {
+    TO_WAKE.with_borrow(|to_wake| match to_wake {
+        Some(hashes) if hashes.is_empty() => Vec::new(),
+        Some(hashes) => heads(Some(hashes)),
+        None => heads(None),
+    })
+}
+
+/// At the end of a transaction that touched leases, their head waiters are woken. Who they are
+/// is found at pre-commit, where an error (an allocation failure) still aborts the transaction;
+/// after the commit, when the change is visible, only their latches are set, which cannot fail:
+/// an error there would be a PANIC. A waiter that starts waiting in between re-reads within a
+/// second. On abort, the transaction's row locks are gone and the heads are woken at once.
 #[pg_guard]
 unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     use pg_sys::XactEvent::*;
-    let ended =
-        matches!(event, XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_PARALLEL_ABORT);
-    if !ended && event != XACT_EVENT_PREPARE {
-        return;
-    }
-    let to_wake = TO_WAKE.with(|to_wake| to_wake.replace(Some(Vec::new())));
-    // A prepared transaction keeps its locks; its waiters find out at their next re-read.
-    if ended {
-        match to_wake {
-            Some(hashes) if hashes.is_empty() => {}
-            Some(hashes) => wake_heads(Some(&hashes)),
-            None => wake_heads(None),
+    match event {
+        XACT_EVENT_PRE_COMMIT | XACT_EVENT_PARALLEL_PRE_COMMIT => {
+            let pids = heads_to_wake();
+            LATCHES_AT_COMMIT.set(pids);
         }
+        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => {
+            set_latches(&LATCHES_AT_COMMIT.take());
+            TO_WAKE.set(Some(Vec::new()));
+        }
+        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => {
+            LATCHES_AT_COMMIT.take();
+            set_latches(&heads_to_wake());
+            TO_WAKE.set(Some(Vec::new()));
+        }
+        // A prepared transaction keeps its locks; its waiters find out at their next re-read.
+        XACT_EVENT_PREPARE => {
+            LATCHES_AT_COMMIT.take();
+            TO_WAKE.set(Some(Vec::new()));
+        }
+        _ => {}
+    }
+}
+
+/// A rolled-back savepoint released its row locks and lease waits (a waiter cancelled inside
+/// a PL/pgSQL exception block): the heads are woken now, not when the transaction ends.
+#[pg_guard]
+unsafe extern "C-unwind" fn at_subtransaction_end(
+    event: pg_sys::SubXactEvent::Type,
+    _my_subid: pg_sys::SubTransactionId,
+    _parent_subid: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        set_latches(&heads_to_wake());
     }
 }
 
@@ -486,13 +526,12 @@ fn has_waiters(hash: u32) -> bool {
     count > 0
 }
 
-/// Wakes the head waiter (oldest ticket) of each lease with one of these hashes (`None`: of
-/// every lease).
-fn wake_heads(hashes: Option<&[u32]>) {
+/// The head waiter (oldest ticket) of each lease with one of these hashes (`None`: of every
+/// lease): their pids, at most one per waiting backend.
+fn heads(hashes: Option<&[u32]>) -> Vec<c_int> {
     if hashes.is_some_and(|hashes| !hashes.iter().any(|&hash| has_waiters(hash))) {
-        return;
+        return Vec::new();
     }
-    // At most one entry per waiting backend.
     let mut heads: Vec<(u32, u32, c_int)> = Vec::new();
     for_each_waiter(|hash, ticket, pid| {
         if hashes.is_some_and(|h| !h.contains(&hash)) {
@@ -504,9 +543,14 @@ fn wake_heads(hashes: Option<&[u32]>) {
             None => heads.push((hash, ticket, pid)),
         }
     });
-    for (_, _, pid) in heads {
+    heads.into_iter().map(|(_, _, pid)| pid).collect()
+}
+
+/// Sets the latches of these backends (those still there).
+fn set_latches(pids: &[c_int]) {
+    for &pid in pids {
         // SAFETY: BackendPidGetProc returns NULL for a backend that is gone; a PGPROC's latch
-        // is in shared memory and SetLatch is safe from any backend.
+        // is in shared memory and SetLatch is safe from any backend. Neither raises errors.
         unsafe {
             let proc = pg_sys::BackendPidGetProc(pid);
             if !proc.is_null() {
@@ -582,7 +626,7 @@ fn acquire(name: Name, ttl: pg_sys::Datum, wait: pg_sys::Datum, holder: Option<p
     let deadline = unsafe { wait_deadline(wait, now)? };
     wake_at_end(name.hash());
     if let Attempt::Taken(token) = try_take(name, ttl, holder, role)? {
-        return Ok(Some(token));
+        return Ok(Some(issued(token)));
     }
     if deadline <= now {
         return Ok(None);
@@ -611,7 +655,7 @@ fn acquire(name: Name, ttl: pg_sys::Datum, wait: pg_sys::Datum, holder: Option<p
         if head || now - last_try >= RECHECK_US {
             last_try = now;
             match try_take(name, ttl, holder, role) {
-                Ok(Attempt::Taken(token)) => break Ok(Some(token)),
+                Ok(Attempt::Taken(token)) => break Ok(Some(issued(token))),
                 Ok(Attempt::Busy(Some(left))) if head => wake_at = wake_at.min(now.saturating_add(left)),
                 Ok(Attempt::Busy(_)) => {}
                 Err(error) => break Err(error),
@@ -645,9 +689,18 @@ fn acquire(name: Name, ttl: pg_sys::Datum, wait: pg_sys::Datum, holder: Option<p
     }
     if !matches!(outcome, Ok(Some(_))) {
         // The next waiter takes over watching the expiry now, not when this transaction ends.
-        wake_heads(Some(&[name.hash()]));
+        set_latches(&heads(Some(&[name.hash()])));
     }
     outcome
+}
+
+/// A token handed out: its transaction's commit is flushed to the local disk whatever
+/// `synchronous_commit` says, so that a crash cannot lose an acquisition whose token a client
+/// already has and hand the same token out again.
+fn issued(token: i64) -> i64 {
+    // SAFETY: sets a flag of the current transaction.
+    unsafe { pg_sys::ForceSyncCommit() };
+    token
 }
 
 /// A waiter's place in line: the next value of `rowversion.lease_ticket` (non-transactional).

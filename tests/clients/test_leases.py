@@ -490,6 +490,26 @@ def test_tokens_increase_across_restart(admin, dsn, stop):
         assert release(conn, held_name, after) is True
 
 
+def test_an_acquisition_survives_a_crash_under_asynchronous_commit(admin, dsn):
+    """With synchronous_commit off, a commit returns before its WAL is flushed; a crash right
+    after it would lose an acquisition whose token the client has, and the next acquisition
+    would hand out the same token. lease_acquire forces its commit to disk."""
+    name = unique("async")
+    with connect(dsn) as conn:
+        conn.execute("SET synchronous_commit = off")
+        first = acquire(conn, name, "1 s")
+        assert first is not None
+        # The crash follows at once: the WAL writer flushes asynchronous commits only every
+        # wal_writer_delay (200 ms).
+        crash_and_recover()
+    with connect(dsn) as conn:
+        row = conn.execute("SELECT token FROM rowversion.leases WHERE name = %s", (name,)).fetchone()
+        assert row is not None and row[0] == first, "the acquisition was lost in the crash"
+        after = acquire(conn, name, "30 s", "5 s")
+        assert after is not None and after > first
+        assert release(conn, name, after) is True
+
+
 # ---------------------------------------------------------------------------------------------
 # g. Bad input.
 
