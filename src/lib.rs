@@ -21,6 +21,7 @@ mod checked;
 mod diagnostics;
 mod enable;
 mod encoding;
+mod fast_path;
 mod fmgr;
 mod identity;
 mod jsonb;
@@ -40,12 +41,14 @@ extension_sql_file!("../sql/tables.sql", name = "tables_view", requires = ["trig
 extension_sql_file!("../sql/checked.sql", name = "checked_functions");
 extension_sql_file!("../sql/diagnostics.sql", name = "diagnostics");
 extension_sql_file!("../sql/leases.sql", name = "leases");
+extension_sql_file!("../sql/fast_path.sql", name = "fast_path");
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     // SAFETY: called once per backend when the library is loaded; the callback has the
     // signature Postgres expects and lives as long as the library.
     unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget_relation), pg_sys::Datum::from(0)) };
+    fast_path::install();
 }
 
 /// Relcache invalidation: the table's definition changed (or, for InvalidOid, maybe all did),

@@ -186,11 +186,7 @@ unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> R
             // own next version: ORMs send `SET version = read + 1 WHERE id = ? AND version =
             // read` (or a time-based number) and their WHERE clause did the check. Kept as is.
             Some(supplied) if column.version_type.is_newer(supplied, stored) => Ok(new_row),
-            Some(supplied) => {
-                let key = describe_key(rel, stored_row);
-                let found = version_readable(rel, column.attnum).then_some(stored);
-                Err(report(rel, column, |table, _| TriggerError::Conflict { table, key, expected: supplied, found }))
-            }
+            Some(supplied) => Err(conflict(rel, column, stored_row, supplied, stored)),
         }
     }
 }
@@ -306,7 +302,7 @@ unsafe extern "C-unwind" {
 }
 
 /// The error built by `make(table, column)`, naming the version column of `rel` in its fields.
-unsafe fn report(
+pub unsafe fn report(
     rel: pg_sys::Relation,
     column: &VersionColumn,
     make: impl FnOnce(String, String) -> TriggerError,
@@ -315,6 +311,23 @@ unsafe fn report(
     unsafe {
         let report = Report::from(make(qualified_name(rel), column_name(rel, column.attnum)));
         report.on_column((*rel).rd_id, column.attnum)
+    }
+}
+
+/// The conflict the trigger raises for `stored_row` of `rel`, whose version is `stored`, when
+/// `supplied` was stated: the key and the stored version shown as the caller may see them.
+pub unsafe fn conflict(
+    rel: pg_sys::Relation,
+    column: &VersionColumn,
+    stored_row: pg_sys::HeapTuple,
+    supplied: i64,
+    stored: i64,
+) -> Report {
+    // SAFETY: forwarded: `stored_row` is a row of the open `rel`.
+    unsafe {
+        let key = describe_key(rel, stored_row);
+        let found = version_readable(rel, column.attnum).then_some(stored);
+        report(rel, column, |table, _| TriggerError::Conflict { table, key, expected: supplied, found })
     }
 }
 

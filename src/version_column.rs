@@ -40,6 +40,23 @@ impl VersionType {
         }
     }
 
+    pub fn type_oid(self) -> pg_sys::Oid {
+        match self {
+            Self::Int2 => pg_sys::INT2OID,
+            Self::Int4 => pg_sys::INT4OID,
+            Self::Int8 => pg_sys::INT8OID,
+        }
+    }
+
+    /// The type's length in bytes (`typlen`).
+    pub fn width(self) -> i32 {
+        match self {
+            Self::Int2 => 2,
+            Self::Int4 => 4,
+            Self::Int8 => 8,
+        }
+    }
+
     /// `version + 1`, wrapping from the type's maximum to its minimum, so a version never
     /// errors and matches what Java/C# ORMs compute with fixed-width integers.
     pub fn next(self, version: i64) -> i64 {
@@ -120,7 +137,7 @@ const IGNORED_WORDS: usize =
 /// The columns whose updates alone neither move nor require the version, as the bits of
 /// `tg_updatedcols` (a Bitmapset of `attnum - FirstLowInvalidHeapAttributeNumber`), inline so
 /// that the per-row test touches no other memory.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct IgnoredColumns {
     words: [u64; IGNORED_WORDS],
     any: bool,

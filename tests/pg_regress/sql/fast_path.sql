@@ -1,0 +1,71 @@
+-- The planner fast path (src/fast_path.rs): with the library loaded at plan time, a plain
+-- UPDATE of a versioned table computes the version in its SET list and skips the trigger;
+-- every other statement keeps the trigger. EXPLAIN shows which path a statement took.
+LOAD 'pg_rowversion';
+\set VERBOSITY terse
+CREATE FUNCTION plan_of(statement text, run boolean DEFAULT false) RETURNS SETOF text
+LANGUAGE plpgsql AS $$
+DECLARE line text;
+BEGIN
+    FOR line IN EXECUTE CASE WHEN run THEN 'EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) '
+                             ELSE 'EXPLAIN (VERBOSE, COSTS OFF) ' END || statement LOOP
+        RETURN NEXT regexp_replace(line, '''\d+''::oid', '<table>', 'g');
+    END LOOP;
+END $$;
+
+CREATE TABLE fp (id int PRIMARY KEY, note text, hits int);
+SELECT rowversion.enable('fp');
+INSERT INTO fp SELECT g, 'n', 0 FROM generate_series(1, 3) g;
+-- Rewritten: the call is in the SET list, and the trigger is not called.
+SELECT plan_of($$UPDATE fp SET note = 'a' WHERE id = 1$$);
+SELECT plan_of($$UPDATE fp SET note = 'a'$$, run => true);
+SELECT id, version FROM fp ORDER BY id;
+-- The trigger's contract: the stated version is checked and moves on, a newer one is kept,
+-- a stale one and NULL are refused, with the trigger's errors.
+UPDATE fp SET note = 'b', version = 2 WHERE id = 1 RETURNING version;
+UPDATE fp SET version = 100 WHERE id = 2 RETURNING version;
+SELECT outcome($$UPDATE fp SET note = 'c', version = 2 WHERE id = 1$$);
+SELECT error_fields($$UPDATE fp SET note = 'c', version = 2 WHERE id = 1$$);
+SELECT outcome($$UPDATE fp SET version = NULL WHERE id = 1$$);
+-- Through an auto-updatable view, and from a prepared statement.
+CREATE VIEW fp_view AS SELECT * FROM fp;
+SELECT plan_of($$UPDATE fp_view SET note = 'v' WHERE id = 3$$);
+PREPARE checked(int, bigint) AS UPDATE fp SET note = 'p', version = $2 WHERE id = $1 RETURNING version;
+EXECUTE checked(3, 2);
+SELECT outcome($$EXECUTE checked(3, 2)$$);
+-- Strict mode, and an UPDATE of ignored columns only.
+SELECT rowversion.enable('fp', mode => 'strict', ignore_columns => '{hits}');
+SELECT outcome($$UPDATE fp SET note = 'd' WHERE id = 1$$);
+UPDATE fp SET hits = hits + 1 WHERE id = 1 RETURNING version, hits;
+SELECT plan_of($$UPDATE fp SET hits = hits + 1$$, run => true);
+-- pg_rowversion.fast_path = off: the trigger again, with the same results.
+SET pg_rowversion.fast_path = off;
+SELECT plan_of($$UPDATE fp SET note = 'e', version = version$$, run => true);
+RESET pg_rowversion.fast_path;
+SELECT id, version FROM fp ORDER BY id;
+
+-- Left to the trigger: another BEFORE UPDATE row trigger (their order matters), a
+-- partitioned table, an inheritance parent, INSERT ... ON CONFLICT DO UPDATE.
+CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE TRIGGER another BEFORE UPDATE ON fp FOR EACH ROW EXECUTE FUNCTION touch();
+SELECT plan_of($$UPDATE fp SET note = 'f', version = version$$, run => true);
+DROP TRIGGER another ON fp;
+CREATE TABLE parted (id int PRIMARY KEY, note text) PARTITION BY RANGE (id);
+CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (1) TO (100);
+SELECT rowversion.enable('parted');
+INSERT INTO parted VALUES (1, 'x');
+SELECT plan_of($$UPDATE parted SET note = 'y'$$, run => true);
+CREATE TABLE parent (id int PRIMARY KEY, note text);
+CREATE TABLE child () INHERITS (parent);
+SELECT rowversion.enable('parent');
+INSERT INTO parent VALUES (1, 'x');
+SELECT plan_of($$UPDATE parent SET note = 'y'$$, run => true);
+SELECT plan_of($$UPDATE ONLY parent SET note = 'y'$$, run => true);
+SELECT plan_of($$INSERT INTO fp VALUES (1, 'g', 0) ON CONFLICT (id) DO UPDATE SET note = 'g', version = fp.version$$,
+               run => true);
+SELECT id, version FROM fp ORDER BY id;
+SELECT * FROM parted;
+SELECT * FROM parent;
+
+DROP TABLE fp, parted, parent CASCADE;
+DROP FUNCTION plan_of(text, boolean), touch();
