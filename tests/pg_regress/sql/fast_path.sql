@@ -38,6 +38,17 @@ SELECT rowversion.enable('fp', mode => 'strict', ignore_columns => '{hits}');
 SELECT outcome($$UPDATE fp SET note = 'd' WHERE id = 1$$);
 UPDATE fp SET hits = hits + 1 WHERE id = 1 RETURNING version, hits;
 SELECT plan_of($$UPDATE fp SET hits = hits + 1$$, run => true);
+-- A prepared statement follows the table: planned for lenient mode, it is re-planned when the
+-- mode changes (strict: refused), and when versioning is disabled (the version stays).
+SELECT rowversion.enable('fp', mode => 'lenient', ignore_columns => '{hits}');
+PREPARE touch_note(int) AS UPDATE fp SET note = 'r' WHERE id = $1 RETURNING version;
+EXECUTE touch_note(1);
+SELECT rowversion.enable('fp', mode => 'strict', ignore_columns => '{hits}');
+SELECT outcome($$EXECUTE touch_note(1)$$);
+SELECT rowversion.disable('fp');
+EXECUTE touch_note(1);
+SELECT rowversion.enable('fp', mode => 'strict', ignore_columns => '{hits}');
+DEALLOCATE touch_note;
 -- pg_rowversion.fast_path = off: the trigger again, with the same results.
 SET pg_rowversion.fast_path = off;
 SELECT plan_of($$UPDATE fp SET note = 'e', version = version$$, run => true);
