@@ -301,21 +301,26 @@ unsafe fn rewritten_relation(stmt: *mut pg_sys::PlannedStmt) -> Option<pg_sys::O
 
 #[pg_guard]
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: c_int) {
-    // SAFETY: the executor's arguments, passed on; afterwards the result relations it opened
-    // are read, and the trigger flag of a rewritten one cleared in its own copy of the
-    // trigger descriptor (InitResultRelInfo copies it per statement).
+    // SAFETY: the executor's arguments, passed on; afterwards the result relations of the
+    // statement's own ModifyTable are read (not those of a data-modifying WITH, which the
+    // planner hook did not rewrite), and the trigger flag of the rewritten one cleared in its
+    // own copy of the trigger descriptor (InitResultRelInfo copies it per statement).
     unsafe {
         match PREV_EXECUTOR_START {
             Some(previous) => previous(query_desc, eflags),
             None => pg_sys::standard_ExecutorStart(query_desc, eflags),
         }
         let Some(relid) = rewritten_relation((*query_desc).plannedstmt) else { return };
-        let estate = (*query_desc).estate;
-        for cell in cells((*estate).es_opened_result_relations) {
-            let info = cell.ptr_value as *mut pg_sys::ResultRelInfo;
-            let rel = (*info).ri_RelationDesc;
-            if (*rel).rd_id == relid && !(*info).ri_TrigDesc.is_null() && only_version_trigger(rel, true).is_some() {
-                (*(*info).ri_TrigDesc).trig_update_before_row = false;
+        let state = (*query_desc).planstate;
+        if !is_node(state.cast(), pg_sys::NodeTag::T_ModifyTableState) {
+            return;
+        }
+        let state = state as *mut pg_sys::ModifyTableState;
+        let infos = std::slice::from_raw_parts_mut((*state).resultRelInfo, (*state).mt_nrels as usize);
+        for info in infos {
+            let rel = info.ri_RelationDesc;
+            if (*rel).rd_id == relid && !info.ri_TrigDesc.is_null() && only_version_trigger(rel, true).is_some() {
+                (*info.ri_TrigDesc).trig_update_before_row = false;
             }
         }
     }

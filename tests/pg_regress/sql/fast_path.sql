@@ -55,6 +55,10 @@ SELECT plan_of($$UPDATE fp SET note = 'e', version = version$$, run => true);
 RESET pg_rowversion.fast_path;
 SELECT id, version FROM fp ORDER BY id;
 
+-- An UPDATE of the table in a data-modifying WITH of a rewritten UPDATE of the same table
+-- keeps its check: a stale version there is refused.
+SELECT outcome($$WITH other AS (UPDATE fp SET note = 'w', version = 1 WHERE id = 2 RETURNING id)
+                 UPDATE fp SET note = 'w', version = version WHERE id = 1$$);
 -- Left to the trigger: another BEFORE UPDATE row trigger (their order matters), a
 -- partitioned table, an inheritance parent, INSERT ... ON CONFLICT DO UPDATE.
 CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
