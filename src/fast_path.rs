@@ -2,16 +2,17 @@
 //!
 //! Any `BEFORE ROW UPDATE` trigger makes Postgres lock each row (an extra WAL record) and copy
 //! tuples before it runs (measured: a 1M-row UPDATE 1.25x the trigger-less statement, WAL
-//! 1.18x). When this library is loaded at plan time, `planner_hook` rewrites a plain UPDATE of
-//! a versioned ordinary table so that the version column's new value is computed in the
-//! target list by `rowversion.next_version()`, which applies the trigger's contract to the
+//! 1.18x). When this library is loaded at plan time, `planner_hook` rewrites a plain UPDATE (or
+//! the DO UPDATE SET list of an `INSERT ... ON CONFLICT`) of a versioned ordinary table so that
+//! the version column's new value is computed in the target list by
+//! `rowversion.next_version()`, which applies the trigger's contract to the
 //! stored version (a Var of the row being updated, re-evaluated by EvalPlanQual against the
 //! newest row version under READ COMMITTED) and the stated one. `ExecutorStart_hook` then
 //! turns the trigger off for that statement's result relation, and only when the plan carries
 //! the expression: a plan made before the library was loaded keeps the trigger.
 //!
 //! Everything else keeps the trigger, which stays the single source of truth: partitioned
-//! and inheritance parents, `INSERT ... ON CONFLICT DO UPDATE`, `MERGE`, tables with another
+//! and inheritance parents, `MERGE`, tables with another
 //! `BEFORE ROW UPDATE` trigger (whose order against ours the expression could not keep), a
 //! trigger enabled other than `ORIGIN` (`ALTER TABLE ... ENABLE ALWAYS/REPLICA TRIGGER`), a
 //! version set by a multiple-column assignment, and databases whose extension is older than
@@ -158,9 +159,18 @@ unsafe fn rewrite(parse: *mut pg_sys::Query) {
     // SAFETY: the Query, its range table and target list as the parser and rewriter left
     // them; the result relation is locked by them, so opening it with NoLock is safe.
     unsafe {
-        if (*parse).commandType != pg_sys::CmdType::CMD_UPDATE || !(*parse).onConflict.is_null() {
-            return;
-        }
+        // The SET list: an UPDATE's target list, or an INSERT's ON CONFLICT DO UPDATE SET
+        // list, where the target table's columns are those of the existing row.
+        let on_conflict = (*parse).onConflict;
+        let set_list: *mut *mut pg_sys::List = match (*parse).commandType {
+            pg_sys::CmdType::CMD_UPDATE if on_conflict.is_null() => &mut (*parse).targetList,
+            pg_sys::CmdType::CMD_INSERT
+                if !on_conflict.is_null() && (*on_conflict).action == pg_sys::OnConflictAction::ONCONFLICT_UPDATE =>
+            {
+                &mut (*on_conflict).onConflictSet
+            }
+            _ => return,
+        };
         let result = (*parse).resultRelation;
         let Some(rte) = cells((*parse).rtable).get(result as usize - 1) else { return };
         let rte = rte.ptr_value as *mut pg_sys::RangeTblEntry;
@@ -186,7 +196,7 @@ unsafe fn rewrite(parse: *mut pg_sys::Query) {
 
         let mut updated: *mut pg_sys::Bitmapset = std::ptr::null_mut();
         let mut stated: Option<*mut pg_sys::TargetEntry> = None;
-        for cell in cells((*parse).targetList) {
+        for cell in cells(*set_list) {
             let entry = cell.ptr_value as *mut pg_sys::TargetEntry;
             if (*entry).resjunk {
                 continue;
@@ -254,31 +264,30 @@ unsafe fn rewrite(parse: *mut pg_sys::Query) {
             None => {
                 let name = pg_sys::get_attname(column.relid, column.attnum, false);
                 let entry = pg_sys::makeTargetEntry(call.cast(), column.attnum, name, false);
-                (*parse).targetList = pg_sys::lappend((*parse).targetList, entry.cast());
+                *set_list = pg_sys::lappend(*set_list, entry.cast());
             }
         }
     }
 }
 
-/// The relation a planned UPDATE checks versions of in its target list, if it does.
+/// The relation a planned UPDATE (or INSERT ... ON CONFLICT DO UPDATE) checks versions of in
+/// its SET list, if it does.
 ///
 /// # Safety
 /// `stmt` must be a planned statement.
 unsafe fn rewritten_relation(stmt: *mut pg_sys::PlannedStmt) -> Option<pg_sys::Oid> {
     // SAFETY: the plan tree as the planner made it; nodes are read as their tags say.
     unsafe {
-        if (*stmt).commandType != pg_sys::CmdType::CMD_UPDATE {
-            return None;
-        }
         let top = (*stmt).planTree;
         if !is_node(top.cast(), pg_sys::NodeTag::T_ModifyTable) {
             return None;
         }
-        let subplan = (*top).lefttree;
-        if subplan.is_null() {
-            return None;
-        }
-        for cell in cells((*subplan).targetlist) {
+        let set_list = match (*stmt).commandType {
+            pg_sys::CmdType::CMD_UPDATE if !(*top).lefttree.is_null() => (*(*top).lefttree).targetlist,
+            pg_sys::CmdType::CMD_INSERT => (*(top as *mut pg_sys::ModifyTable)).onConflictSet,
+            _ => return None,
+        };
+        for cell in cells(set_list) {
             let expr = (*(cell.ptr_value as *mut pg_sys::TargetEntry)).expr;
             if !is_node(expr.cast(), pg_sys::NodeTag::T_FuncExpr) {
                 continue;
