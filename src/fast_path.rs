@@ -2,17 +2,17 @@
 //!
 //! Any `BEFORE ROW UPDATE` trigger makes Postgres lock each row (an extra WAL record) and copy
 //! tuples before it runs (measured: a 1M-row UPDATE 1.25x the trigger-less statement, WAL
-//! 1.18x). When this library is loaded at plan time, `planner_hook` rewrites a plain UPDATE (or
-//! the DO UPDATE SET list of an `INSERT ... ON CONFLICT`) of a versioned ordinary table so that
-//! the version column's new value is computed in the target list by
-//! `rowversion.next_version()`, which applies the trigger's contract to the
+//! 1.18x). When this library is loaded at plan time, `planner_hook` rewrites the SET lists of
+//! an UPDATE, of an `INSERT ... ON CONFLICT DO UPDATE` and of a `MERGE`'s WHEN MATCHED THEN
+//! UPDATE actions on a versioned ordinary table so that the version column's new value is
+//! computed there by `rowversion.next_version()`, which applies the trigger's contract to the
 //! stored version (a Var of the row being updated, re-evaluated by EvalPlanQual against the
 //! newest row version under READ COMMITTED) and the stated one. `ExecutorStart_hook` then
 //! turns the trigger off for that statement's result relation, and only when the plan carries
 //! the expression: a plan made before the library was loaded keeps the trigger.
 //!
 //! Everything else keeps the trigger, which stays the single source of truth: partitioned
-//! and inheritance parents, `MERGE`, tables with another
+//! and inheritance parents, tables with another
 //! `BEFORE ROW UPDATE` trigger (whose order against ours the expression could not keep), a
 //! trigger enabled other than `ORIGIN` (`ALTER TABLE ... ENABLE ALWAYS/REPLICA TRIGGER`), a
 //! version set by a multiple-column assignment, and databases whose extension is older than
@@ -151,26 +151,48 @@ unsafe fn only_version_trigger(rel: pg_sys::Relation, by_name: bool) -> Option<*
     }
 }
 
-/// Rewrites a plain UPDATE of a versioned ordinary table (see the module comment).
+/// The SET lists of a Query that an UPDATE of its result relation runs: an UPDATE's target
+/// list, an INSERT's ON CONFLICT DO UPDATE SET list (where the target table's columns are
+/// those of the existing row), or the target lists of a MERGE's WHEN MATCHED THEN UPDATE
+/// actions.
+///
+/// # Safety
+/// `parse` must be a Query about to be planned.
+unsafe fn set_lists(parse: *mut pg_sys::Query) -> Vec<*mut *mut pg_sys::List> {
+    // SAFETY: the Query's own fields and nodes, read as their tags say.
+    unsafe {
+        let on_conflict = (*parse).onConflict;
+        match (*parse).commandType {
+            pg_sys::CmdType::CMD_UPDATE if on_conflict.is_null() => vec![&mut (*parse).targetList],
+            pg_sys::CmdType::CMD_INSERT
+                if !on_conflict.is_null() && (*on_conflict).action == pg_sys::OnConflictAction::ONCONFLICT_UPDATE =>
+            {
+                vec![&mut (*on_conflict).onConflictSet]
+            }
+            pg_sys::CmdType::CMD_MERGE => cells((*parse).mergeActionList)
+                .iter()
+                .map(|cell| cell.ptr_value as *mut pg_sys::MergeAction)
+                .filter(|&action| (*action).commandType == pg_sys::CmdType::CMD_UPDATE)
+                .map(|action| &mut (*action).targetList as *mut *mut pg_sys::List)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Rewrites the SET lists of an UPDATE of a versioned ordinary table (see the module
+/// comment): all of them, or none when one cannot be.
 ///
 /// # Safety
 /// `parse` must be a Query about to be planned.
 unsafe fn rewrite(parse: *mut pg_sys::Query) {
-    // SAFETY: the Query, its range table and target list as the parser and rewriter left
-    // them; the result relation is locked by them, so opening it with NoLock is safe.
+    // SAFETY: the Query, its range table and SET lists as the parser and rewriter left them;
+    // the result relation is locked by them, so opening it with NoLock is safe.
     unsafe {
-        // The SET list: an UPDATE's target list, or an INSERT's ON CONFLICT DO UPDATE SET
-        // list, where the target table's columns are those of the existing row.
-        let on_conflict = (*parse).onConflict;
-        let set_list: *mut *mut pg_sys::List = match (*parse).commandType {
-            pg_sys::CmdType::CMD_UPDATE if on_conflict.is_null() => &mut (*parse).targetList,
-            pg_sys::CmdType::CMD_INSERT
-                if !on_conflict.is_null() && (*on_conflict).action == pg_sys::OnConflictAction::ONCONFLICT_UPDATE =>
-            {
-                &mut (*on_conflict).onConflictSet
-            }
-            _ => return,
-        };
+        let set_lists = set_lists(parse);
+        if set_lists.is_empty() {
+            return;
+        }
         let result = (*parse).resultRelation;
         let Some(rte) = cells((*parse).rtable).get(result as usize - 1) else { return };
         let rte = rte.ptr_value as *mut pg_sys::RangeTblEntry;
@@ -193,10 +215,30 @@ unsafe fn rewrite(parse: *mut pg_sys::Query) {
         let type_oid = column.version_type.type_oid();
         let argument_types = [type_oid, type_oid, pg_sys::OIDOID, pg_sys::TIDOID, pg_sys::INT2OID, pg_sys::INT4OID];
         let Some(next_version) = function_oid(c"next_version", &argument_types) else { return };
+        let Some(modes) = set_lists.iter().map(|&list| mode_of(*list, &column)).collect::<Option<Vec<_>>>() else {
+            return;
+        };
+        for (&list, (mode, stated)) in set_lists.iter().zip(modes) {
+            add_next_version(list, result, &column, next_version, mode, stated);
+        }
+    }
+}
 
+/// The mode of `next_version()` for this SET list, and the entry stating the version; `None`
+/// when the version is set by a multiple-column assignment, `SET (a, version) = (SELECT ...)`,
+/// whose Param belongs to the sub-select's row.
+///
+/// # Safety
+/// `set_list` must be a SET list of the Query being planned.
+unsafe fn mode_of(
+    set_list: *mut pg_sys::List,
+    column: &VersionColumn,
+) -> Option<(i32, Option<*mut pg_sys::TargetEntry>)> {
+    // SAFETY: the list's target entries, read as their tags say.
+    unsafe {
         let mut updated: *mut pg_sys::Bitmapset = std::ptr::null_mut();
         let mut stated: Option<*mut pg_sys::TargetEntry> = None;
-        for cell in cells(*set_list) {
+        for cell in cells(set_list) {
             let entry = cell.ptr_value as *mut pg_sys::TargetEntry;
             if (*entry).resjunk {
                 continue;
@@ -210,19 +252,37 @@ unsafe fn rewrite(parse: *mut pg_sys::Query) {
             }
         }
         let mode = match stated {
-            // SET (a, version) = (SELECT ...): the Param belongs to the sub-select's row.
             Some(entry)
                 if is_node((*entry).expr.cast(), pg_sys::NodeTag::T_Param)
                     && (*((*entry).expr as *mut pg_sys::Param)).paramkind == pg_sys::ParamKind::PARAM_MULTIEXPR =>
             {
-                return
+                return None
             }
             Some(_) => MODE_CHECK,
             None if column.ignored.cover(updated) => MODE_KEEP,
             None if column.mode == Mode::Strict => MODE_STRICT,
             None => MODE_LENIENT,
         };
-        let width = column.version_type.width();
+        Some((mode, stated))
+    }
+}
+
+/// Sets the version column in `set_list` to `next_version(stored, stated or NULL, ...)`.
+///
+/// # Safety
+/// `set_list` must be a SET list of the Query being planned, whose result relation is range
+/// table entry `result`.
+unsafe fn add_next_version(
+    set_list: *mut *mut pg_sys::List,
+    result: c_int,
+    column: &VersionColumn,
+    next_version: pg_sys::Oid,
+    mode: i32,
+    stated: Option<*mut pg_sys::TargetEntry>,
+) {
+    // SAFETY: nodes made here in the planner's memory context, put into the Query's list.
+    unsafe {
+        let type_oid = column.version_type.type_oid();
         let stored = pg_sys::makeVar(result, column.attnum, type_oid, -1, pg_sys::InvalidOid, 0);
         let row_id = pg_sys::makeVar(
             result,
@@ -237,7 +297,7 @@ unsafe fn rewrite(parse: *mut pg_sys::Query) {
         };
         let supplied = match stated {
             Some(entry) => (*entry).expr.cast(),
-            None => constant(type_oid, width, pg_sys::Datum::from(0), true),
+            None => constant(type_oid, column.version_type.width(), pg_sys::Datum::from(0), true),
         };
         let args = [
             stored.cast(),
@@ -282,11 +342,28 @@ unsafe fn rewritten_relation(stmt: *mut pg_sys::PlannedStmt) -> Option<pg_sys::O
         if !is_node(top.cast(), pg_sys::NodeTag::T_ModifyTable) {
             return None;
         }
-        let set_list = match (*stmt).commandType {
-            pg_sys::CmdType::CMD_UPDATE if !(*top).lefttree.is_null() => (*(*top).lefttree).targetlist,
-            pg_sys::CmdType::CMD_INSERT => (*(top as *mut pg_sys::ModifyTable)).onConflictSet,
+        let mt = top as *mut pg_sys::ModifyTable;
+        let set_lists: Vec<*mut pg_sys::List> = match (*stmt).commandType {
+            pg_sys::CmdType::CMD_UPDATE if !(*top).lefttree.is_null() => vec![(*(*top).lefttree).targetlist],
+            pg_sys::CmdType::CMD_INSERT => vec![(*mt).onConflictSet],
+            pg_sys::CmdType::CMD_MERGE => cells((*mt).mergeActionLists)
+                .iter()
+                .flat_map(|actions| cells(actions.ptr_value as *mut pg_sys::List))
+                .map(|action| (*(action.ptr_value as *mut pg_sys::MergeAction)).targetList)
+                .collect(),
             _ => return None,
         };
+        set_lists.into_iter().find_map(|list| marked_relation(list))
+    }
+}
+
+/// The relation of the `next_version()` call the planner hook put in this SET list, if any.
+///
+/// # Safety
+/// `set_list` must be a target list of a plan.
+unsafe fn marked_relation(set_list: *mut pg_sys::List) -> Option<pg_sys::Oid> {
+    // SAFETY: target entries and expressions of a plan, read as their tags say.
+    unsafe {
         for cell in cells(set_list) {
             let expr = (*(cell.ptr_value as *mut pg_sys::TargetEntry)).expr;
             if !is_node(expr.cast(), pg_sys::NodeTag::T_FuncExpr) {
