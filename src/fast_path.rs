@@ -25,6 +25,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::fmgr::v1_function;
+use crate::node::{cells, is_node};
 use crate::report::Report;
 use crate::trigger::{self, TriggerError};
 use crate::version_column::{self, Mode, VersionColumn, VersionType};
@@ -88,23 +89,6 @@ unsafe extern "C-unwind" fn plan(
     }
 }
 
-/// The elements of a pointer List.
-///
-/// # Safety
-/// `list` must be NIL or a valid List of pointers that outlives the slice.
-unsafe fn cells<'a>(list: *mut pg_sys::List) -> &'a [pg_sys::ListCell] {
-    if list.is_null() {
-        return &[];
-    }
-    // SAFETY: a List holds `length` cells at `elements`.
-    unsafe { std::slice::from_raw_parts((*list).elements, (*list).length as usize) }
-}
-
-unsafe fn is_node(node: *const pg_sys::Node, tag: pg_sys::NodeTag) -> bool {
-    // SAFETY: the caller passes a node or NULL.
-    !node.is_null() && unsafe { (*node).type_ } == tag
-}
-
 /// `rowversion.<name>(argument types)`, if the extension in this database has it.
 fn function_oid(name: &std::ffi::CStr, argument_types: &[pg_sys::Oid]) -> Option<pg_sys::Oid> {
     // SAFETY: a name lookup with missing_ok; the name list is built from palloc'd strings.
@@ -158,25 +142,25 @@ unsafe fn only_version_trigger(rel: pg_sys::Relation, by_name: bool) -> Option<*
 ///
 /// # Safety
 /// `parse` must be a Query about to be planned.
-unsafe fn set_lists(parse: *mut pg_sys::Query) -> Vec<*mut *mut pg_sys::List> {
+unsafe fn set_lists(parse: *mut pg_sys::Query) -> impl Iterator<Item = *mut *mut pg_sys::List> {
     // SAFETY: the Query's own fields and nodes, read as their tags say.
     unsafe {
         let on_conflict = (*parse).onConflict;
-        match (*parse).commandType {
-            pg_sys::CmdType::CMD_UPDATE if on_conflict.is_null() => vec![&mut (*parse).targetList],
+        let statement: Option<*mut *mut pg_sys::List> = match (*parse).commandType {
+            pg_sys::CmdType::CMD_UPDATE if on_conflict.is_null() => Some(&mut (*parse).targetList),
             pg_sys::CmdType::CMD_INSERT
                 if !on_conflict.is_null() && (*on_conflict).action == pg_sys::OnConflictAction::ONCONFLICT_UPDATE =>
             {
-                vec![&mut (*on_conflict).onConflictSet]
+                Some(&mut (*on_conflict).onConflictSet)
             }
-            pg_sys::CmdType::CMD_MERGE => cells((*parse).mergeActionList)
-                .iter()
-                .map(|cell| cell.ptr_value as *mut pg_sys::MergeAction)
-                .filter(|&action| (*action).commandType == pg_sys::CmdType::CMD_UPDATE)
-                .map(|action| &mut (*action).targetList as *mut *mut pg_sys::List)
-                .collect(),
-            _ => Vec::new(),
-        }
+            _ => None,
+        };
+        let merge_actions =
+            if (*parse).commandType == pg_sys::CmdType::CMD_MERGE { cells((*parse).mergeActionList) } else { &[] };
+        statement.into_iter().chain(merge_actions.iter().filter_map(|cell| {
+            let action = cell.ptr_value as *mut pg_sys::MergeAction;
+            ((*action).commandType == pg_sys::CmdType::CMD_UPDATE).then_some(&mut (*action).targetList as *mut _)
+        }))
     }
 }
 
@@ -189,8 +173,7 @@ unsafe fn rewrite(parse: *mut pg_sys::Query) {
     // SAFETY: the Query, its range table and SET lists as the parser and rewriter left them;
     // the result relation is locked by them, so opening it with NoLock is safe.
     unsafe {
-        let set_lists = set_lists(parse);
-        if set_lists.is_empty() {
+        if set_lists(parse).next().is_none() {
             return;
         }
         let result = (*parse).resultRelation;
@@ -215,11 +198,13 @@ unsafe fn rewrite(parse: *mut pg_sys::Query) {
         let type_oid = column.version_type.type_oid();
         let argument_types = [type_oid, type_oid, pg_sys::OIDOID, pg_sys::TIDOID, pg_sys::INT2OID, pg_sys::INT4OID];
         let Some(next_version) = function_oid(c"next_version", &argument_types) else { return };
-        let Some(modes) = set_lists.iter().map(|&list| mode_of(*list, &column)).collect::<Option<Vec<_>>>() else {
+        if !set_lists(parse).all(|list| mode_of(*list, &column).is_some()) {
             return;
-        };
-        for (&list, (mode, stated)) in set_lists.iter().zip(modes) {
-            add_next_version(list, result, &column, next_version, mode, stated);
+        }
+        for list in set_lists(parse) {
+            if let Some((mode, stated)) = mode_of(*list, &column) {
+                add_next_version(list, result, &column, next_version, mode, stated);
+            }
         }
     }
 }
@@ -342,18 +327,20 @@ unsafe fn rewritten_relation(stmt: *mut pg_sys::PlannedStmt) -> Option<pg_sys::O
         if !is_node(top.cast(), pg_sys::NodeTag::T_ModifyTable) {
             return None;
         }
+        // Checked at every execution: nothing allocated here.
         let mt = top as *mut pg_sys::ModifyTable;
-        let set_lists: Vec<*mut pg_sys::List> = match (*stmt).commandType {
-            pg_sys::CmdType::CMD_UPDATE if !(*top).lefttree.is_null() => vec![(*(*top).lefttree).targetlist],
-            pg_sys::CmdType::CMD_INSERT => vec![(*mt).onConflictSet],
-            pg_sys::CmdType::CMD_MERGE => cells((*mt).mergeActionLists)
-                .iter()
-                .flat_map(|actions| cells(actions.ptr_value as *mut pg_sys::List))
-                .map(|action| (*(action.ptr_value as *mut pg_sys::MergeAction)).targetList)
-                .collect(),
-            _ => return None,
+        let statement = match (*stmt).commandType {
+            pg_sys::CmdType::CMD_UPDATE if !(*top).lefttree.is_null() => Some((*(*top).lefttree).targetlist),
+            pg_sys::CmdType::CMD_INSERT => Some((*mt).onConflictSet),
+            _ => None,
         };
-        set_lists.into_iter().find_map(|list| marked_relation(list))
+        let merge_actions =
+            if (*stmt).commandType == pg_sys::CmdType::CMD_MERGE { cells((*mt).mergeActionLists) } else { &[] };
+        let merge_lists = merge_actions
+            .iter()
+            .flat_map(|actions| cells(actions.ptr_value as *mut pg_sys::List))
+            .map(|action| (*(action.ptr_value as *mut pg_sys::MergeAction)).targetList);
+        statement.into_iter().chain(merge_lists).find_map(|list| marked_relation(list))
     }
 }
 

@@ -10,6 +10,7 @@
 
 use pgrx::pg_sys;
 
+use crate::node::is_node;
 use crate::report::Report;
 
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +68,7 @@ impl Args {
         // node, which is what CALLED_AS_TRIGGER tests.
         unsafe {
             let context = (*self.fcinfo).context;
-            (!context.is_null() && (*context).type_ == pg_sys::NodeTag::T_TriggerData)
-                .then_some(context as *mut pg_sys::TriggerData)
+            is_node(context, pg_sys::NodeTag::T_TriggerData).then_some(context as *mut pg_sys::TriggerData)
         }
     }
 }

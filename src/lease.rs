@@ -142,18 +142,12 @@ impl Name {
     /// Argument `n` of the call must be `text`.
     unsafe fn from_arg(args: Args, n: usize) -> Result<Self> {
         let datum = args.datum(n).ok_or(LeaseError::NullArgument("name"))?;
-        // SAFETY: a text Datum; the detoasted copy lives for the rest of the call.
-        let (text, bytes, len) = unsafe {
-            let text = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
-            (text, pgrx::varlena::vardata_any(text) as *const u8, pgrx::varlena::varsize_any_exhdr(text))
-        };
+        // SAFETY: forwarded: a text Datum.
+        let (datum, bytes, len) = unsafe { label(datum, "name")? };
         if len == 0 {
             return Err(LeaseError::EmptyName);
         }
-        if len > MAX_NAME_BYTES {
-            return Err(LeaseError::TooLong { what: "name", bytes: len });
-        }
-        Ok(Self { datum: pg_sys::Datum::from(text), bytes, len })
+        Ok(Self { datum, bytes, len })
     }
 
     fn arg(&self) -> DatumWithOid<'static> {
@@ -172,6 +166,23 @@ impl Name {
         // SAFETY: `bytes` holds `len` bytes; hash_bytes only reads them.
         unsafe { hash_bytes(self.bytes, self.len as c_int) }
     }
+}
+
+/// A lease name or holder label: the text detoasted once (the Datum to pass on, and its
+/// bytes), at most [`MAX_NAME_BYTES`] long.
+///
+/// # Safety
+/// `datum` must be a `text` Datum of the current call; the copy lives for the rest of it.
+unsafe fn label(datum: pg_sys::Datum, what: &'static str) -> Result<(pg_sys::Datum, *const u8, usize)> {
+    // SAFETY: forwarded from the caller.
+    let (text, bytes, len) = unsafe {
+        let text = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
+        (text, pgrx::varlena::vardata_any(text) as *const u8, pgrx::varlena::varsize_any_exhdr(text))
+    };
+    if len > MAX_NAME_BYTES {
+        return Err(LeaseError::TooLong { what, bytes: len });
+    }
+    Ok((pg_sys::Datum::from(text), bytes, len))
 }
 
 unsafe extern "C-unwind" {
@@ -371,12 +382,12 @@ fn extension_relation(name: &std::ffi::CStr) -> pg_sys::Oid {
     }
 }
 
-/// Runs `work` with an SPI connection as the owner of `rowversion.lease_state`.
-fn as_lease_owner<T>(work: impl FnOnce(&mut SpiClient<'_>) -> Result<T>) -> Result<T> {
+/// The owner of `rowversion.lease_state`, as whom the lease functions act on it.
+fn lease_owner() -> pg_sys::Oid {
     let relid = extension_relation(c"lease_state");
     // SAFETY: the relation exists while the extension does; RelationIdGetRelation takes no
     // lock, and the descriptor is closed right after reading its owner.
-    let owner = unsafe {
+    unsafe {
         let rel = pg_sys::RelationIdGetRelation(relid);
         if rel.is_null() {
             pg_sys::GetUserId()
@@ -385,8 +396,12 @@ fn as_lease_owner<T>(work: impl FnOnce(&mut SpiClient<'_>) -> Result<T>) -> Resu
             pg_sys::RelationClose(rel);
             owner
         }
-    };
-    as_role(owner, || Spi::connect_mut(work))
+    }
+}
+
+/// Runs `work` with an SPI connection as the owner of `rowversion.lease_state`.
+fn as_lease_owner<T>(work: impl FnOnce(&mut SpiClient<'_>) -> Result<T>) -> Result<T> {
+    as_role(lease_owner(), || Spi::connect_mut(work))
 }
 
 /// Remembers that this transaction touched the lease with this hash: when it ends, the lease's
@@ -706,11 +721,11 @@ fn issued(token: i64) -> i64 {
 /// A waiter's place in line: the next value of `rowversion.lease_ticket` (non-transactional).
 fn next_ticket() -> Result<u32> {
     let sequence = extension_relation(c"lease_ticket");
-    as_lease_owner(|_| {
-        // SAFETY: nextval(regclass) of the extension's sequence, as its owner.
-        let ticket = unsafe { pgrx::direct_function_call_as_datum(pg_sys::nextval_oid, &[Some(sequence.into())]) };
-        Ok(ticket.map_or(0, |d| d.value() as u32))
-    })
+    // SAFETY: nextval(regclass) of the extension's sequence, as its owner.
+    let ticket = as_role(lease_owner(), || unsafe {
+        pgrx::direct_function_call_as_datum(pg_sys::nextval_oid, &[Some(sequence.into())])
+    });
+    Ok(ticket.map_or(0, |d| d.value() as u32))
 }
 
 /// Runs Renew, Release or Break and returns whether it changed the lease; raises 42501 (and so
@@ -777,13 +792,10 @@ v1_function! {
                 }
                 None => None,
             };
-            if let Some(holder) = holder {
-                let text = pg_sys::pg_detoast_datum_packed(holder.cast_mut_ptr());
-                let bytes = pgrx::varlena::varsize_any_exhdr(text);
-                if bytes > MAX_NAME_BYTES {
-                    return Err(LeaseError::TooLong { what: "holder", bytes });
-                }
-            }
+            let holder = match holder {
+                Some(holder) => Some(label(holder, "holder")?.0),
+                None => None,
+            };
             Ok(acquire(name, ttl, wait, holder)?.map(pg_sys::Datum::from))
         }
     }

@@ -27,6 +27,7 @@ mod identity;
 mod jsonb;
 mod key;
 mod lease;
+mod node;
 mod report;
 mod table;
 mod trigger;

@@ -20,6 +20,7 @@ use std::ffi::CStr;
 use pgrx::pg_sys;
 
 use crate::encoding;
+use crate::node::{cells, is_node};
 use crate::trigger::TriggerError;
 
 /// The integer type of a version column; increments wrap like two's-complement arithmetic.
@@ -217,21 +218,20 @@ pub unsafe fn when_columns(tgqual: *const std::ffi::c_char) -> Option<Vec<i16>> 
     // read as the node types their tags say.
     unsafe {
         let when = pg_sys::stringToNode(tgqual) as *mut pg_sys::Node;
-        if when.is_null() || (*when).type_ != pg_sys::NodeTag::T_BoolExpr {
+        if !is_node(when, pg_sys::NodeTag::T_BoolExpr) {
             return None;
         }
         let or = when as *mut pg_sys::BoolExpr;
         if (*or).boolop != pg_sys::BoolExprType::OR_EXPR {
             return None;
         }
-        let args = (*or).args;
         let mut attnums = Vec::new();
-        for i in 0..pg_sys::list_length(args) {
-            let arg = pg_sys::list_nth(args, i) as *mut pg_sys::Node;
+        for cell in cells((*or).args) {
+            let arg = cell.ptr_value as *mut pg_sys::Node;
             match (*arg).type_ {
                 pg_sys::NodeTag::T_NullTest => {
                     let var = (*(arg as *mut pg_sys::NullTest)).arg as *mut pg_sys::Node;
-                    if var.is_null() || (*var).type_ != pg_sys::NodeTag::T_Var {
+                    if !is_node(var, pg_sys::NodeTag::T_Var) {
                         return None;
                     }
                     let var = var as *mut pg_sys::Var;
