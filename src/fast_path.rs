@@ -4,20 +4,31 @@
 //! tuples before it runs (measured: a 1M-row UPDATE 1.25x the trigger-less statement, WAL
 //! 1.18x). When this library is loaded at plan time, `planner_hook` rewrites the SET lists of
 //! an UPDATE, of an `INSERT ... ON CONFLICT DO UPDATE` and of a `MERGE`'s WHEN MATCHED THEN
-//! UPDATE actions on a versioned ordinary table so that the version column's new value is
-//! computed there by `rowversion.next_version()`, which applies the trigger's contract to the
+//! UPDATE actions on a versioned table so that the version column's new value is computed
+//! there by `rowversion.next_version()`, which applies the trigger's contract to the
 //! stored version (a Var of the row being updated, re-evaluated by EvalPlanQual against the
 //! newest row version under READ COMMITTED) and the stated one. `ExecutorStart_hook` then
-//! turns the trigger off for that statement's result relation, and only when the plan carries
+//! turns the trigger off for that statement's result relations, and only when the plan carries
 //! the expression: a plan made before the library was loaded keeps the trigger.
 //!
-//! Everything else keeps the trigger, which stays the single source of truth: partitioned
-//! and inheritance parents, tables with another
-//! `BEFORE ROW UPDATE` trigger (whose order against ours the expression could not keep), a
-//! trigger enabled other than `ORIGIN` (`ALTER TABLE ... ENABLE ALWAYS/REPLICA TRIGGER`), a
-//! version set by a multiple-column assignment, and databases whose extension is older than
-//! the library (no `next_version()`). Plans are invalidated by Postgres when the table
-//! changes (enable, disable, mode, column: all change its triggers), as for any plan.
+//! A partitioned table or an inheritance parent is rewritten too: the planner translates the
+//! SET list to every partition or child it updates, each result relation has its own trigger,
+//! and the plan is kept only if every one of them is versioned the way the parent is (else
+//! the statement is planned again as written). The plan depends on each of them, so a change
+//! to any one re-plans it.
+//!
+//! Everything else keeps the trigger, which stays the single source of truth: `INSERT ... ON
+//! CONFLICT` into a partitioned table (the partition is chosen while the statement runs, and
+//! the plan does not depend on it), tables with another `BEFORE ROW UPDATE` trigger (whose
+//! order against ours the expression could not keep), a trigger enabled other than `ORIGIN`
+//! (`ALTER TABLE ... ENABLE ALWAYS/REPLICA TRIGGER`), a version set by a multiple-column
+//! assignment, and databases whose extension is older than the library (no
+//! `next_version()`). Plans are invalidated by Postgres when the table changes (enable,
+//! disable, mode, column: all change its triggers), as for any plan.
+//!
+//! The call is marked as the planner hook's by `COERCE_SQL_SYNTAX`, a form SQL text cannot
+//! give a call of this function: `next_version()` refuses to run in any other form, and only a
+//! marked call turns the trigger off, so no statement can forge its way past the check.
 
 use std::ffi::c_int;
 
@@ -77,16 +88,34 @@ unsafe extern "C-unwind" fn plan(
     bound_params: pg_sys::ParamListInfo,
 ) -> *mut pg_sys::PlannedStmt {
     // SAFETY: the planner's arguments, passed on; `rewrite` only adds to the Query's target
-    // list nodes made in the planner's memory context.
+    // lists nodes made in the planner's memory context, and keeps a copy of the Query as it
+    // was for a parent whose plan turns out not to qualify.
     unsafe {
-        if FAST_PATH.get() {
-            rewrite(parse);
-        }
-        match PREV_PLANNER {
+        let planner = |parse| match PREV_PLANNER {
             Some(previous) => previous(parse, query_string, cursor_options, bound_params),
             None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
+        };
+        let rewritten = if FAST_PATH.get() { rewrite(parse) } else { Rewritten::No };
+        let stmt = planner(parse);
+        match rewritten {
+            Rewritten::Parent { original, root } if !versioned_like_root(stmt, root) => planner(original),
+            _ => stmt,
         }
     }
+}
+
+/// What [`rewrite`] did to a Query.
+enum Rewritten {
+    /// Nothing: the statement keeps the trigger.
+    No,
+    /// The SET lists of an UPDATE of one table: its plan is final.
+    Table,
+    /// The SET lists of an UPDATE of partitioned table or inheritance parent `root`: its plan
+    /// is kept only if every result relation is versioned as the root is; else `original`,
+    /// the Query as it was, is planned instead. (The planner hook runs before the planner
+    /// expands the parent, and locking every partition to look at them first would lock
+    /// partitions the planner prunes.)
+    Parent { original: *mut pg_sys::Query, root: pg_sys::Oid },
 }
 
 /// `rowversion.<name>(argument types)`, if the extension in this database has it.
@@ -101,14 +130,11 @@ fn function_oid(name: &std::ffi::CStr, argument_types: &[pg_sys::Oid]) -> Option
     (oid != pg_sys::InvalidOid).then_some(oid)
 }
 
-/// The version trigger of `rel`, if it is the only `BEFORE ROW UPDATE` trigger and fires in
-/// ordinary sessions. `by_name`: recognised by its name `rowversion` rather than by its
-/// function, for a statement whose plan was made for it (any change to the table's triggers
-/// since would have invalidated the plan); one catalog lookup less per execution.
+/// The only `BEFORE ROW UPDATE` trigger of `rel`, if it fires in ordinary sessions.
 ///
 /// # Safety
 /// `rel` must be open.
-unsafe fn only_version_trigger(rel: pg_sys::Relation, by_name: bool) -> Option<*mut pg_sys::Trigger> {
+unsafe fn only_before_update_row_trigger<'a>(rel: pg_sys::Relation) -> Option<&'a mut pg_sys::Trigger> {
     // SAFETY: the relation's trigger descriptor, read as its counts say.
     unsafe {
         let trigdesc = (*rel).trigdesc;
@@ -123,15 +149,102 @@ unsafe fn only_version_trigger(rel: pg_sys::Relation, by_name: bool) -> Option<*
                 && kind & pg_sys::TRIGGER_TYPE_UPDATE != 0
         });
         let only = before_update_row.next()?;
-        if before_update_row.next().is_some() || only.tgenabled != pg_sys::TRIGGER_FIRES_ON_ORIGIN as std::ffi::c_char {
-            return None;
+        let fires = only.tgenabled == pg_sys::TRIGGER_FIRES_ON_ORIGIN as std::ffi::c_char;
+        (before_update_row.next().is_none() && fires).then_some(only)
+    }
+}
+
+/// The trigger `rowversion` of `rel`, if it is the only `BEFORE ROW UPDATE` trigger and fires
+/// in ordinary sessions. The planner hook also checks its function; executor start, for a
+/// statement whose plan was made with it (any change to the table's triggers since would have
+/// invalidated the plan), goes by the name alone: one catalog lookup less per execution.
+///
+/// # Safety
+/// `rel` must be open.
+unsafe fn named_version_trigger<'a>(rel: pg_sys::Relation) -> Option<&'a mut pg_sys::Trigger> {
+    // SAFETY: forwarded from the caller; a trigger's name is a C string.
+    unsafe { only_before_update_row_trigger(rel).filter(|t| std::ffi::CStr::from_ptr(t.tgname) == c"rowversion") }
+}
+
+/// Whether triggers `a` of `a_rel` and `b` of `b_rel` version their tables the same way: the
+/// same function and mode, and the same version and ignored columns by name (a partition's
+/// columns can be numbered differently from its parent's).
+///
+/// # Safety
+/// The relations must be open and the triggers theirs.
+unsafe fn same_versioning(
+    a_rel: pg_sys::Relation,
+    a: &pg_sys::Trigger,
+    b_rel: pg_sys::Relation,
+    b: &pg_sys::Trigger,
+) -> bool {
+    // SAFETY: a trigger's `tgargs` holds `tgnargs` C strings and `tgqual` is NULL or a node
+    // string; the columns are checked against each descriptor's count before they are read.
+    unsafe {
+        if a.tgfoid != b.tgfoid || a.tgnargs != 1 || b.tgnargs != 1 || a.tgqual.is_null() || b.tgqual.is_null() {
+            return false;
         }
-        let ours = if by_name {
-            std::ffi::CStr::from_ptr(only.tgname) == c"rowversion"
-        } else {
-            Some(only.tgfoid) == function_oid(c"version_trigger", &[])
+        if std::ffi::CStr::from_ptr(*a.tgargs) != std::ffi::CStr::from_ptr(*b.tgargs) {
+            return false;
+        }
+        let (Some(a_columns), Some(b_columns)) =
+            (version_column::when_columns(a.tgqual), version_column::when_columns(b.tgqual))
+        else {
+            return false;
         };
-        ours.then_some(only as *mut pg_sys::Trigger)
+        let name = |rel: pg_sys::Relation, attnum: i16| {
+            let tupdesc = (*rel).rd_att;
+            (i32::from(attnum) <= (*tupdesc).natts)
+                .then(|| std::ffi::CStr::from_ptr(version_column::attribute(tupdesc, attnum).attname.data.as_ptr()))
+        };
+        a_columns.len() == b_columns.len()
+            && a_columns
+                .iter()
+                .zip(&b_columns)
+                .all(|(&x, &y)| name(a_rel, x).is_some() && name(a_rel, x) == name(b_rel, y))
+    }
+}
+
+/// Whether every result relation of the planned UPDATE of parent `root` has a version trigger
+/// that versions it as the root's does, and that the fast path may turn off (see
+/// [`rewrite`]).
+///
+/// # Safety
+/// `stmt` must be the plan the planner just made for a rewritten Query; its relations are
+/// locked by the planner.
+unsafe fn versioned_like_root(stmt: *mut pg_sys::PlannedStmt, root: pg_sys::Oid) -> bool {
+    // SAFETY: the plan tree as the planner made it, read as its tags say; every relation is
+    // locked by the planner and closed again here.
+    unsafe {
+        let top = (*stmt).planTree;
+        if !is_node(top.cast(), pg_sys::NodeTag::T_ModifyTable) {
+            return false;
+        }
+        let root_rel = pg_sys::RelationIdGetRelation(root);
+        if root_rel.is_null() {
+            return false;
+        }
+        let root_trigger = named_version_trigger(root_rel);
+        let rtable = cells((*stmt).rtable);
+        let all = cells((*(top as *mut pg_sys::ModifyTable)).resultRelations).iter().all(|cell| {
+            let Some(entry) = rtable.get(cell.int_value as usize - 1) else { return false };
+            let relid = (*(entry.ptr_value as *mut pg_sys::RangeTblEntry)).relid;
+            if relid == root {
+                return root_trigger.is_some();
+            }
+            let rel = pg_sys::RelationIdGetRelation(relid);
+            if rel.is_null() {
+                return false;
+            }
+            let same = match (&root_trigger, named_version_trigger(rel)) {
+                (Some(root_trigger), Some(trigger)) => same_versioning(root_rel, root_trigger, rel, trigger),
+                _ => false,
+            };
+            pg_sys::RelationClose(rel);
+            same
+        });
+        pg_sys::RelationClose(root_rel);
+        all
     }
 }
 
@@ -164,47 +277,57 @@ unsafe fn set_lists(parse: *mut pg_sys::Query) -> impl Iterator<Item = *mut *mut
     }
 }
 
-/// Rewrites the SET lists of an UPDATE of a versioned ordinary table (see the module
-/// comment): all of them, or none when one cannot be.
+/// Rewrites the SET lists of an UPDATE of a versioned table (see the module comment): all of
+/// them, or none when one cannot be.
 ///
 /// # Safety
 /// `parse` must be a Query about to be planned.
-unsafe fn rewrite(parse: *mut pg_sys::Query) {
+unsafe fn rewrite(parse: *mut pg_sys::Query) -> Rewritten {
     // SAFETY: the Query, its range table and SET lists as the parser and rewriter left them;
     // the result relation is locked by them, so opening it with NoLock is safe.
     unsafe {
         if set_lists(parse).next().is_none() {
-            return;
+            return Rewritten::No;
         }
         let result = (*parse).resultRelation;
-        let Some(rte) = cells((*parse).rtable).get(result as usize - 1) else { return };
+        let Some(rte) = cells((*parse).rtable).get(result as usize - 1) else { return Rewritten::No };
         let rte = rte.ptr_value as *mut pg_sys::RangeTblEntry;
-        if (*rte).relkind != pg_sys::RELKIND_RELATION as std::ffi::c_char {
-            return;
+        let partitioned = (*rte).relkind == pg_sys::RELKIND_PARTITIONED_TABLE as std::ffi::c_char;
+        // INSERT ... ON CONFLICT into a partitioned table updates a partition chosen by tuple
+        // routing while the statement runs: the plan does not depend on the partition, so a
+        // change to its trigger would not re-plan it.
+        let routed = partitioned && (*parse).commandType == pg_sys::CmdType::CMD_INSERT;
+        if routed || !(partitioned || (*rte).relkind == pg_sys::RELKIND_RELATION as std::ffi::c_char) {
+            return Rewritten::No;
         }
         let rel = pg_sys::RelationIdGetRelation((*rte).relid);
         if rel.is_null() {
-            return;
+            return Rewritten::No;
         }
-        // An UPDATE of an inheritance parent writes its children's rows too.
-        let children = (*rte).inh && (*(*rel).rd_rel).relhassubclass;
-        let column = if children {
-            None
-        } else {
-            only_version_trigger(rel, false).and_then(|trigger| version_column::lookup(rel, trigger).ok())
-        };
+        // An UPDATE of a parent writes its partitions' or children's rows too.
+        let parent = partitioned || ((*rte).inh && (*(*rel).rd_rel).relhassubclass);
+        let version_trigger = function_oid(c"version_trigger", &[]);
+        let column = named_version_trigger(rel)
+            .filter(|trigger| Some(trigger.tgfoid) == version_trigger)
+            .and_then(|trigger| version_column::lookup(rel, trigger).ok());
         pg_sys::RelationClose(rel);
-        let Some(column) = column else { return };
+        let Some(column) = column else { return Rewritten::No };
         let type_oid = column.version_type.type_oid();
-        let argument_types = [type_oid, type_oid, pg_sys::OIDOID, pg_sys::TIDOID, pg_sys::INT2OID, pg_sys::INT4OID];
-        let Some(next_version) = function_oid(c"next_version", &argument_types) else { return };
+        let argument_types = [type_oid, type_oid, pg_sys::OIDOID, pg_sys::TIDOID, pg_sys::INT4OID];
+        let Some(next_version) = function_oid(c"next_version", &argument_types) else { return Rewritten::No };
         if !set_lists(parse).all(|list| mode_of(*list, &column).is_some()) {
-            return;
+            return Rewritten::No;
         }
+        let original = if parent { pg_sys::copyObjectImpl(parse.cast()).cast() } else { std::ptr::null_mut() };
         for list in set_lists(parse) {
             if let Some((mode, stated)) = mode_of(*list, &column) {
                 add_next_version(list, result, &column, next_version, mode, stated);
             }
+        }
+        if parent {
+            Rewritten::Parent { original, root: column.relid }
+        } else {
+            Rewritten::Table
         }
     }
 }
@@ -269,14 +392,13 @@ unsafe fn add_next_version(
     unsafe {
         let type_oid = column.version_type.type_oid();
         let stored = pg_sys::makeVar(result, column.attnum, type_oid, -1, pg_sys::InvalidOid, 0);
-        let row_id = pg_sys::makeVar(
-            result,
-            pg_sys::SelfItemPointerAttributeNumber as pg_sys::AttrNumber,
-            pg_sys::TIDOID,
-            -1,
-            pg_sys::InvalidOid,
-            0,
-        );
+        let system_column = |attnum: i32, type_oid| {
+            pg_sys::makeVar(result, attnum as pg_sys::AttrNumber, type_oid, -1, pg_sys::InvalidOid, 0)
+        };
+        // The row's own table (a partition's or a child's for a parent) and its place there:
+        // a conflict names the table and describes the row's key, as the trigger does.
+        let row_table = system_column(pg_sys::TableOidAttributeNumber, pg_sys::OIDOID);
+        let row_id = system_column(pg_sys::SelfItemPointerAttributeNumber, pg_sys::TIDOID);
         let constant = |type_oid, len, value: pg_sys::Datum, null| {
             pg_sys::makeConst(type_oid, -1, pg_sys::InvalidOid, len, value, null, true).cast::<std::ffi::c_void>()
         };
@@ -287,9 +409,8 @@ unsafe fn add_next_version(
         let args = [
             stored.cast(),
             supplied,
-            constant(pg_sys::OIDOID, 4, column.relid.into(), false),
+            row_table.cast(),
             row_id.cast(),
-            constant(pg_sys::INT2OID, 2, column.attnum.into(), false),
             constant(pg_sys::INT4OID, 4, (MAGIC | mode).into(), false),
         ];
         let mut list: *mut pg_sys::List = std::ptr::null_mut();
@@ -302,7 +423,8 @@ unsafe fn add_next_version(
             list,
             pg_sys::InvalidOid,
             pg_sys::InvalidOid,
-            pg_sys::CoercionForm::COERCE_EXPLICIT_CALL,
+            // The mark of the planner hook's call (see the module comment).
+            pg_sys::CoercionForm::COERCE_SQL_SYNTAX,
         );
         match stated {
             Some(entry) => (*entry).expr = call.cast(),
@@ -315,60 +437,88 @@ unsafe fn add_next_version(
     }
 }
 
-/// The relation a planned UPDATE (or INSERT ... ON CONFLICT DO UPDATE) checks versions of in
-/// its SET list, if it does.
+/// Whether a planned UPDATE (or INSERT ... ON CONFLICT DO UPDATE, or MERGE) checks versions
+/// in its SET lists.
 ///
 /// # Safety
 /// `stmt` must be a planned statement.
-unsafe fn rewritten_relation(stmt: *mut pg_sys::PlannedStmt) -> Option<pg_sys::Oid> {
+unsafe fn rewritten(stmt: *mut pg_sys::PlannedStmt) -> bool {
     // SAFETY: the plan tree as the planner made it; nodes are read as their tags say.
     unsafe {
         let top = (*stmt).planTree;
         if !is_node(top.cast(), pg_sys::NodeTag::T_ModifyTable) {
-            return None;
+            return false;
         }
         // Checked at every execution: nothing allocated here.
         let mt = top as *mut pg_sys::ModifyTable;
-        let statement = match (*stmt).commandType {
-            pg_sys::CmdType::CMD_UPDATE if !(*top).lefttree.is_null() => Some((*(*top).lefttree).targetlist),
-            pg_sys::CmdType::CMD_INSERT => Some((*mt).onConflictSet),
-            _ => None,
-        };
-        let merge_actions =
-            if (*stmt).commandType == pg_sys::CmdType::CMD_MERGE { cells((*mt).mergeActionLists) } else { &[] };
-        let merge_lists = merge_actions
-            .iter()
-            .flat_map(|actions| cells(actions.ptr_value as *mut pg_sys::List))
-            .map(|action| (*(action.ptr_value as *mut pg_sys::MergeAction)).targetList);
-        statement.into_iter().chain(merge_lists).find_map(|list| marked_relation(list))
+        match (*stmt).commandType {
+            pg_sys::CmdType::CMD_UPDATE => computes_version((*top).lefttree),
+            pg_sys::CmdType::CMD_INSERT => marked((*mt).onConflictSet),
+            pg_sys::CmdType::CMD_MERGE => cells((*mt).mergeActionLists).iter().any(|actions| {
+                cells(actions.ptr_value as *mut pg_sys::List)
+                    .iter()
+                    .any(|action| marked((*(action.ptr_value as *mut pg_sys::MergeAction)).targetList))
+            }),
+            _ => false,
+        }
     }
 }
 
-/// The relation of the `next_version()` call the planner hook put in this SET list, if any.
+/// Whether an UPDATE's subplan computes the version with the planner hook's call: in its
+/// top node's target list, or for a partitioned table or inheritance parent in those of the
+/// Append's children (the Append only passes their rows on). The first marked list ends the
+/// walk: one node for an UPDATE of a table.
 ///
 /// # Safety
-/// `set_list` must be a target list of a plan.
-unsafe fn marked_relation(set_list: *mut pg_sys::List) -> Option<pg_sys::Oid> {
-    // SAFETY: target entries and expressions of a plan, read as their tags say.
+/// `plan` must be NULL or a plan node.
+unsafe fn computes_version(plan: *mut pg_sys::Plan) -> bool {
+    // SAFETY: plan nodes and their children, read as their tags say.
     unsafe {
-        for cell in cells(set_list) {
-            let expr = (*(cell.ptr_value as *mut pg_sys::TargetEntry)).expr;
-            if !is_node(expr.cast(), pg_sys::NodeTag::T_FuncExpr) {
-                continue;
-            }
-            let args = cells((*(expr as *mut pg_sys::FuncExpr)).args);
-            let [_, _, rel, _, _, mode] = args else { continue };
-            let (rel, mode) = (rel.ptr_value as *mut pg_sys::Const, mode.ptr_value as *mut pg_sys::Const);
-            if is_node(mode.cast(), pg_sys::NodeTag::T_Const)
-                && is_node(rel.cast(), pg_sys::NodeTag::T_Const)
-                && (*mode).consttype == pg_sys::INT4OID
-                && ((*mode).constvalue.value() as i32) & !0xFFFF == MAGIC
-                && (*rel).consttype == pg_sys::OIDOID
-            {
-                return Some(pg_sys::Oid::from((*rel).constvalue.value() as u32));
-            }
+        if plan.is_null() {
+            return false;
         }
-        None
+        if marked((*plan).targetlist) {
+            return true;
+        }
+        let children = if is_node(plan.cast(), pg_sys::NodeTag::T_Append) {
+            cells((*(plan as *mut pg_sys::Append)).appendplans)
+        } else {
+            &[]
+        };
+        children.iter().any(|child| computes_version(child.ptr_value.cast()))
+            || computes_version((*plan).lefttree)
+            || computes_version((*plan).righttree)
+    }
+}
+
+/// Whether a target list has a `next_version()` call the planner hook made.
+///
+/// # Safety
+/// `list` must be NIL or a target list.
+unsafe fn marked(list: *mut pg_sys::List) -> bool {
+    // SAFETY: target entries, read as their tags say.
+    unsafe { cells(list).iter().any(|cell| planner_call((*(cell.ptr_value as *mut pg_sys::TargetEntry)).expr.cast())) }
+}
+
+/// Whether `expr` is a `next_version()` call the planner hook made: marked `COERCE_SQL_SYNTAX`
+/// (see the module comment), its last argument the mode constant.
+///
+/// # Safety
+/// `expr` must be NULL or an expression node.
+unsafe fn planner_call(expr: *const pg_sys::Node) -> bool {
+    // SAFETY: an expression and its arguments, read as their tags say.
+    unsafe {
+        if !is_node(expr, pg_sys::NodeTag::T_FuncExpr) {
+            return false;
+        }
+        let call = expr as *const pg_sys::FuncExpr;
+        let [.., mode] = cells((*call).args) else { return false };
+        let mode = mode.ptr_value as *const pg_sys::Const;
+        (*call).funcformat == pg_sys::CoercionForm::COERCE_SQL_SYNTAX
+            && is_node(mode.cast(), pg_sys::NodeTag::T_Const)
+            && (*mode).consttype == pg_sys::INT4OID
+            && !(*mode).constisnull
+            && ((*mode).constvalue.value() as i32) & !0xFFFF == MAGIC
     }
 }
 
@@ -376,14 +526,16 @@ unsafe fn marked_relation(set_list: *mut pg_sys::List) -> Option<pg_sys::Oid> {
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: c_int) {
     // SAFETY: the executor's arguments, passed on; afterwards the result relations of the
     // statement's own ModifyTable are read (not those of a data-modifying WITH, which the
-    // planner hook did not rewrite), and the trigger flag of the rewritten one cleared in its
-    // own copy of the trigger descriptor (InitResultRelInfo copies it per statement).
+    // planner hook did not rewrite), and the trigger flag of each cleared in its own copy of
+    // the trigger descriptor (InitResultRelInfo copies it per statement).
     unsafe {
         match PREV_EXECUTOR_START {
             Some(previous) => previous(query_desc, eflags),
             None => pg_sys::standard_ExecutorStart(query_desc, eflags),
         }
-        let Some(relid) = rewritten_relation((*query_desc).plannedstmt) else { return };
+        if !rewritten((*query_desc).plannedstmt) {
+            return;
+        }
         let state = (*query_desc).planstate;
         if !is_node(state.cast(), pg_sys::NodeTag::T_ModifyTableState) {
             return;
@@ -391,27 +543,52 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
         let state = state as *mut pg_sys::ModifyTableState;
         let infos = std::slice::from_raw_parts_mut((*state).resultRelInfo, (*state).mt_nrels as usize);
         for info in infos {
-            let rel = info.ri_RelationDesc;
-            if (*rel).rd_id == relid && !info.ri_TrigDesc.is_null() && only_version_trigger(rel, true).is_some() {
+            if !info.ri_TrigDesc.is_null() && named_version_trigger(info.ri_RelationDesc).is_some() {
                 (*info.ri_TrigDesc).trig_update_before_row = false;
             }
         }
     }
 }
 
+/// Errors of `next_version()` itself; those of the contract are the trigger's.
+#[derive(Debug, thiserror::Error)]
+enum FastPathError {
+    #[error("rowversion.next_version() can only be called by an UPDATE the planner fast path rewrote")]
+    CalledDirectly,
+}
+
+impl From<FastPathError> for Report {
+    fn from(error: FastPathError) -> Self {
+        match error {
+            FastPathError::CalledDirectly => Report::new(
+                pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                error.to_string(),
+                None,
+                Some("Write the UPDATE itself: while pg_rowversion is loaded, the planner puts this call in its SET list.".into()),
+            ),
+        }
+    }
+}
+
 v1_function! {
-    /// `rowversion.next_version(stored T, supplied T, rel oid, row_id tid, version_column
-    /// smallint, mode integer) RETURNS T` for T smallint, integer and bigint: the trigger's
-    /// UPDATE contract as an expression, which the planner hook puts in the target list.
+    /// `rowversion.next_version(stored T, supplied T, row_table oid, row_id tid, mode integer)
+    /// RETURNS T` for T smallint, integer and bigint: the trigger's UPDATE contract as an
+    /// expression, which the planner hook puts in the target list.
     pg_finfo_rowversion_next_version,
     fn rowversion_next_version(args) -> Report {
-        // SAFETY: the declared argument types; the relation is locked by the statement.
+        // SAFETY: the declared argument types; a call the planner hook made (checked first)
+        // has the row's table, locked by the statement, and its place there as arguments 2
+        // and 3.
         unsafe {
             let fcinfo = args.fcinfo();
+            // A call written by hand could name any table and row, and turn nothing off.
+            if !planner_call((*(*fcinfo).flinfo).fn_expr) {
+                return Err(FastPathError::CalledDirectly.into());
+            }
             let type_oid = pg_sys::get_fn_expr_rettype((*fcinfo).flinfo);
-            let version_type = VersionType::from_oid(type_oid).ok_or(TriggerError::NotCalledAsRowTrigger)?;
+            let version_type = VersionType::from_oid(type_oid).ok_or(FastPathError::CalledDirectly)?;
             let stored_datum = args.datum(0);
-            let mode = args.datum(5).map_or(MODE_CHECK, |d| d.value() as i32 & 0xFFFF);
+            let mode = args.datum(4).map_or(MODE_CHECK, |d| d.value() as i32 & 0xFFFF);
             // A session replaying changes (session_replication_role = replica): the trigger
             // would not fire, and the row is written as stated.
             if pg_sys::SessionReplicationRole == pg_sys::SESSION_REPLICATION_ROLE_REPLICA as c_int {
@@ -426,37 +603,35 @@ v1_function! {
                 (MODE_LENIENT, _) => Ok(Some(version_type.to_datum(next))),
                 (MODE_CHECK, Some(supplied)) if supplied == stored => Ok(Some(version_type.to_datum(next))),
                 (MODE_CHECK, Some(supplied)) if version_type.is_newer(supplied, stored) => Ok(args.datum(1)),
-                _ => Err(refusal(args, version_type, mode, supplied, stored)),
+                _ => Err(refusal(args, mode, supplied, stored)),
             }
         }
     }
 }
 
 /// The trigger's error for a row `next_version()` refuses: strict mode without a version, a
-/// NULL version, or a conflict (whose key comes from the stored row, fetched by its ctid).
+/// NULL version, or a conflict (whose key comes from the stored row, fetched by its ctid),
+/// naming the row's own table and its version column.
 ///
 /// # Safety
-/// `args` must be those of `next_version()` in an UPDATE of their relation.
-unsafe fn refusal(
-    args: crate::fmgr::Args,
-    version_type: VersionType,
-    mode: i32,
-    supplied: Option<i64>,
-    stored: i64,
-) -> Report {
-    // SAFETY: the relation is locked by the UPDATE; the row at the ctid is the one being
-    // updated, pinned while its key is read.
+/// `args` must be those of a `next_version()` call the planner hook made.
+unsafe fn refusal(args: crate::fmgr::Args, mode: i32, supplied: Option<i64>, stored: i64) -> Report {
+    // SAFETY: the row's table is locked by the UPDATE, and versioned by a trigger that the
+    // plan was checked against (any change to it re-plans); the row at the ctid is the one
+    // being updated, pinned while its key is read.
     unsafe {
-        let relid = args.oid(2).unwrap_or(pg_sys::InvalidOid);
-        let attnum = args.datum(4).map_or(0, |d| d.value() as i16);
-        let rel = pg_sys::RelationIdGetRelation(relid);
-        let column = VersionColumn {
-            relid,
-            attnum,
-            version_type,
-            mode: if mode == MODE_STRICT { Mode::Strict } else { Mode::Lenient },
-            ignored: Default::default(),
+        let rel = pg_sys::RelationIdGetRelation(args.oid(2).unwrap_or(pg_sys::InvalidOid));
+        let column = (!rel.is_null())
+            .then(|| named_version_trigger(rel))
+            .flatten()
+            .and_then(|trigger| version_column::lookup(rel, trigger).ok());
+        let Some(mut column) = column else {
+            if !rel.is_null() {
+                pg_sys::RelationClose(rel);
+            }
+            return FastPathError::CalledDirectly.into();
         };
+        column.mode = if mode == MODE_STRICT { Mode::Strict } else { Mode::Lenient };
         let report = match supplied {
             _ if mode == MODE_STRICT => {
                 trigger::report(rel, &column, |table, name| TriggerError::VersionRequired { table, column: name })

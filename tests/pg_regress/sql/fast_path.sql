@@ -80,26 +80,84 @@ SELECT outcome($$MERGE INTO fp USING (VALUES (1, 'n')) AS s(id, note) ON fp.id =
                  WHEN MATCHED THEN UPDATE SET note = s.note, version = 1$$);
 SELECT outcome($$MERGE INTO fp USING (VALUES (1, 'n')) AS s(id, note) ON fp.id = s.id
                  WHEN MATCHED THEN UPDATE SET note = s.note$$);
--- Left to the trigger: another BEFORE UPDATE row trigger (their order matters), a
--- partitioned table, an inheritance parent.
+-- Left to the trigger: another BEFORE UPDATE row trigger (their order matters).
 CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
 CREATE TRIGGER another BEFORE UPDATE ON fp FOR EACH ROW EXECUTE FUNCTION touch();
 SELECT plan_of($$UPDATE fp SET note = 'f', version = version$$, run => true);
 DROP TRIGGER another ON fp;
+SELECT id, version FROM fp ORDER BY id;
+
+-- next_version() runs only as the planner wrote it: a call written by hand, alone or in an
+-- UPDATE's SET list (where a forged call would otherwise turn the trigger off), is refused.
+SELECT outcome($$SELECT rowversion.next_version(5::bigint, 2::bigint, 0, '(0,1)', 1381367810)$$);
+SELECT outcome($$SELECT rowversion.next_version(5::bigint, 2::bigint, 'pg_authid'::regclass, '(0,1)', 2)$$);
+SELECT outcome($$UPDATE fp SET note = 'forged', version = rowversion.next_version(version, version, tableoid, ctid, 1381367811)$$);
+SELECT id, note, version FROM fp ORDER BY id;
+
+-- A partitioned table: the SET list is translated to every partition (parted_2 numbers its
+-- columns differently, after a dropped one; parted_3 is partitioned itself), each skips its
+-- trigger, and a conflict names the partition and the row's key, as the trigger does.
 CREATE TABLE parted (id int PRIMARY KEY, note text) PARTITION BY RANGE (id);
 CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (1) TO (100);
+CREATE TABLE parted_2 (dropped int, id int NOT NULL, note text);
+ALTER TABLE parted_2 DROP COLUMN dropped;
+ALTER TABLE parted ATTACH PARTITION parted_2 FOR VALUES FROM (100) TO (200);
+CREATE TABLE parted_3 PARTITION OF parted FOR VALUES FROM (200) TO (300) PARTITION BY RANGE (id);
+CREATE TABLE parted_3a PARTITION OF parted_3 FOR VALUES FROM (200) TO (300);
 SELECT rowversion.enable('parted');
-INSERT INTO parted VALUES (1, 'x');
+INSERT INTO parted VALUES (1, 'x'), (101, 'x'), (201, 'x');
+SELECT plan_of($$UPDATE parted SET note = 'y' WHERE id IN (1, 101)$$);
 SELECT plan_of($$UPDATE parted SET note = 'y'$$, run => true);
-CREATE TABLE parent (id int PRIMARY KEY, note text);
+UPDATE parted SET note = 'z', version = 2 WHERE id = 101 RETURNING tableoid::regclass, id, version;
+\set VERBOSITY default
+UPDATE parted SET note = 'z', version = 2 WHERE id = 101;
+\set VERBOSITY terse
+SELECT error_fields($$UPDATE parted SET note = 'z', version = 2 WHERE id = 101$$);
+SELECT outcome($$UPDATE parted SET note = 'z', version = NULL WHERE id = 201$$);
+-- A row moved to another partition: checked where it was, inserted where it goes.
+UPDATE parted SET id = 150, version = 2 WHERE id = 1 RETURNING tableoid::regclass, id, version;
+SELECT outcome($$UPDATE parted SET id = 2, version = 2 WHERE id = 150$$);
+-- MERGE takes the fast path too; INSERT ... ON CONFLICT keeps the trigger (the partition is
+-- chosen while the statement runs).
+SELECT plan_of($$MERGE INTO parted USING (VALUES (101, 'm')) AS s(id, note) ON parted.id = s.id
+                 WHEN MATCHED THEN UPDATE SET note = s.note, version = parted.version$$, run => true);
+SELECT plan_of($$INSERT INTO parted VALUES (201, 'u') ON CONFLICT (id) DO UPDATE SET note = 'u', version = parted.version$$,
+               run => true);
+SELECT outcome($$INSERT INTO parted VALUES (201, 'u') ON CONFLICT (id) DO UPDATE SET note = 'u', version = 1$$);
+SELECT tableoid::regclass, id, note, version FROM parted ORDER BY id;
+-- A partition whose trigger is disabled, or has another BEFORE UPDATE row trigger: the whole
+-- statement keeps the triggers, and that partition's rows keep their version. A plan made
+-- before is made again.
+SET plan_cache_mode = force_generic_plan;
+PREPARE note_all AS UPDATE parted SET note = 'p' RETURNING id, version;
+EXECUTE note_all;
+ALTER TABLE parted_2 DISABLE TRIGGER rowversion;
+SELECT plan_of($$UPDATE parted SET note = 'y'$$, run => true);
+EXECUTE note_all;
+ALTER TABLE parted_2 ENABLE TRIGGER rowversion;
+CREATE TRIGGER another BEFORE UPDATE ON parted_3a FOR EACH ROW EXECUTE FUNCTION touch();
+SELECT plan_of($$UPDATE parted SET note = 'y' WHERE id = 201$$);
+DROP TRIGGER another ON parted_3a;
+EXECUTE note_all;
+DEALLOCATE note_all;
+RESET plan_cache_mode;
+
+-- An inheritance parent: its children are tables of their own, so the fast path applies only
+-- when every child it updates is versioned as the parent is (UPDATE ONLY: the parent alone).
+CREATE TABLE parent (id int PRIMARY KEY, note text, hits int);
 CREATE TABLE child () INHERITS (parent);
 SELECT rowversion.enable('parent');
-INSERT INTO parent VALUES (1, 'x');
+INSERT INTO parent VALUES (1, 'x', 0);
+INSERT INTO child VALUES (2, 'x', 0);
 SELECT plan_of($$UPDATE parent SET note = 'y'$$, run => true);
 SELECT plan_of($$UPDATE ONLY parent SET note = 'y'$$, run => true);
-SELECT id, version FROM fp ORDER BY id;
-SELECT * FROM parted;
-SELECT * FROM parent;
+SELECT rowversion.enable('child', mode => 'strict');
+SELECT plan_of($$UPDATE parent SET note = 'y', version = version$$, run => true);
+SELECT rowversion.enable('child');
+SELECT plan_of($$UPDATE parent SET note = 'y'$$, run => true);
+SELECT rowversion.enable('child', ignore_columns => '{hits}');
+SELECT plan_of($$UPDATE parent SET hits = 1$$, run => true);
+SELECT tableoid::regclass, id, note, version FROM parent ORDER BY id;
 
 DROP TABLE fp, parted, parent CASCADE;
 DROP FUNCTION plan_of(text, boolean), touch();
