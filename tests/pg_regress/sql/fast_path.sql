@@ -91,6 +91,7 @@ SELECT id, version FROM fp ORDER BY id;
 -- UPDATE's SET list (where a forged call would otherwise turn the trigger off), is refused.
 SELECT outcome($$SELECT rowversion.next_version(5::bigint, 2::bigint, 0, '(0,1)', 1381367810)$$);
 SELECT outcome($$SELECT rowversion.next_version(5::bigint, 2::bigint, 'pg_authid'::regclass, '(0,1)', 2)$$);
+SELECT outcome($$SELECT rowversion.next_version(5::bigint, 2::bigint, 'fp'::regclass, '(0,1)', 1381367810)$$);
 SELECT outcome($$UPDATE fp SET note = 'forged', version = rowversion.next_version(version, version, tableoid, ctid, 1381367811)$$);
 SELECT id, note, version FROM fp ORDER BY id;
 
