@@ -166,6 +166,20 @@ unsafe fn named_version_trigger<'a>(rel: pg_sys::Relation) -> Option<&'a mut pg_
     unsafe { only_before_update_row_trigger(rel).filter(|t| std::ffi::CStr::from_ptr(t.tgname) == c"rowversion") }
 }
 
+/// Whether `rel` is an ordinary table stored by the heap: the rows the expression reads and a
+/// conflict report fetches by their ctid (`heap_fetch`). A foreign partition or a table of
+/// another access method keeps the trigger.
+///
+/// # Safety
+/// `rel` must be open.
+unsafe fn heap_table(rel: pg_sys::Relation) -> bool {
+    // SAFETY: an open relation's catalog row and access method routine.
+    unsafe {
+        (*(*rel).rd_rel).relkind == pg_sys::RELKIND_RELATION as std::ffi::c_char
+            && std::ptr::eq((*rel).rd_tableam, pg_sys::GetHeapamTableAmRoutine())
+    }
+}
+
 /// Whether triggers `a` of `a_rel` and `b` of `b_rel` version their tables the same way: the
 /// same function and mode, and the same version and ignored columns by name (a partition's
 /// columns can be numbered differently from its parent's).
@@ -230,14 +244,16 @@ unsafe fn versioned_like_root(stmt: *mut pg_sys::PlannedStmt, root: pg_sys::Oid)
             let Some(entry) = rtable.get(cell.int_value as usize - 1) else { return false };
             let relid = (*(entry.ptr_value as *mut pg_sys::RangeTblEntry)).relid;
             if relid == root {
-                return root_trigger.is_some();
+                return root_trigger.is_some() && heap_table(root_rel);
             }
             let rel = pg_sys::RelationIdGetRelation(relid);
             if rel.is_null() {
                 return false;
             }
             let same = match (&root_trigger, named_version_trigger(rel)) {
-                (Some(root_trigger), Some(trigger)) => same_versioning(root_rel, root_trigger, rel, trigger),
+                (Some(root_trigger), Some(trigger)) => {
+                    heap_table(rel) && same_versioning(root_rel, root_trigger, rel, trigger)
+                }
                 _ => false,
             };
             pg_sys::RelationClose(rel);
@@ -307,7 +323,9 @@ unsafe fn rewrite(parse: *mut pg_sys::Query) -> Rewritten {
         // An UPDATE of a parent writes its partitions' or children's rows too.
         let parent = partitioned || ((*rte).inh && (*(*rel).rd_rel).relhassubclass);
         let version_trigger = function_oid(c"version_trigger", &[]);
-        let column = named_version_trigger(rel)
+        let column = (partitioned || heap_table(rel))
+            .then(|| named_version_trigger(rel))
+            .flatten()
             .filter(|trigger| Some(trigger.tgfoid) == version_trigger)
             .and_then(|trigger| version_column::lookup(rel, trigger).ok());
         pg_sys::RelationClose(rel);
