@@ -15,7 +15,8 @@
 //! SET list to every partition or child it updates, each result relation has its own trigger,
 //! and the plan is kept only if every one of them is versioned the way the parent is (else
 //! the statement is planned again as written). The plan depends on each of them, so a change
-//! to any one re-plans it.
+//! to any one re-plans it; partitions pruned at plan time are not among them, and receive
+//! rows only by INSERT (row movement), which fires their INSERT trigger.
 //!
 //! Everything else keeps the trigger, which stays the single source of truth: `INSERT ... ON
 //! CONFLICT` into a partitioned table (the partition is chosen while the statement runs, and
@@ -65,7 +66,7 @@ pub fn install() {
     pgrx::GucRegistry::define_bool_guc(
         c"pg_rowversion.fast_path",
         c"Checks and increments versions in the UPDATE's SET list instead of the row trigger.",
-        c"When on (the default), a plain UPDATE of a versioned table planned while pg_rowversion is loaded computes the new version in its target list and skips the trigger.",
+        c"When on (the default), an UPDATE of a versioned table planned while pg_rowversion is loaded computes the new version in its SET list and skips the trigger. A plan made before a change keeps its path until Postgres re-plans it.",
         &FAST_PATH,
         pgrx::GucContext::Userset,
         pgrx::GucFlags::default(),
@@ -87,35 +88,35 @@ unsafe extern "C-unwind" fn plan(
     cursor_options: c_int,
     bound_params: pg_sys::ParamListInfo,
 ) -> *mut pg_sys::PlannedStmt {
-    // SAFETY: the planner's arguments, passed on; `rewrite` only adds to the Query's target
-    // lists nodes made in the planner's memory context, and keeps a copy of the Query as it
-    // was for a parent whose plan turns out not to qualify.
+    // SAFETY: the planner's arguments, passed on; `rewrite` changes the Query's SET lists with
+    // nodes made in the planner's memory context, after copying the Query as it was.
     unsafe {
         let planner = |parse| match PREV_PLANNER {
             Some(previous) => previous(parse, query_string, cursor_options, bound_params),
             None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
         };
-        let rewritten = if FAST_PATH.get() { rewrite(parse) } else { Rewritten::No };
+        let rewritten = if FAST_PATH.get() { rewrite(parse) } else { None };
         let stmt = planner(parse);
         match rewritten {
-            Rewritten::Parent { original, root } if !versioned_like_root(stmt, root) => planner(original),
+            Some(Rewritten { original, root }) if !(carries_version_check(stmt) && versioned_like_root(stmt, root)) => {
+                planner(original)
+            }
             _ => stmt,
         }
     }
 }
 
-/// What [`rewrite`] did to a Query.
-enum Rewritten {
-    /// Nothing: the statement keeps the trigger.
-    No,
-    /// The SET lists of an UPDATE of one table: its plan is final.
-    Table,
-    /// The SET lists of an UPDATE of partitioned table or inheritance parent `root`: its plan
-    /// is kept only if every result relation is versioned as the root is; else `original`,
-    /// the Query as it was, is planned instead. (The planner hook runs before the planner
-    /// expands the parent, and locking every partition to look at them first would lock
-    /// partitions the planner prunes.)
-    Parent { original: *mut pg_sys::Query, root: pg_sys::Oid },
+/// A Query whose SET lists [`rewrite`] changed, for an UPDATE of table `root`. Its plan is
+/// kept only if executor start will recognise it ([`carries_version_check`]: a plan shape it
+/// does not know, say from another extension's planner hook, would have both the expression
+/// and the trigger run) and every result relation is versioned as the root is. Otherwise
+/// `original`, the Query as it was, is planned instead. The result relations are known only
+/// after planning: the planner expands a partitioned table or inheritance parent, locking
+/// only the partitions it does not prune, and a child may have been added since the Query
+/// was parsed.
+struct Rewritten {
+    original: *mut pg_sys::Query,
+    root: pg_sys::Oid,
 }
 
 /// `rowversion.<name>(argument types)`, if the extension in this database has it.
@@ -130,19 +131,20 @@ fn function_oid(name: &std::ffi::CStr, argument_types: &[pg_sys::Oid]) -> Option
     (oid != pg_sys::InvalidOid).then_some(oid)
 }
 
-/// The only `BEFORE ROW UPDATE` trigger of `rel`, if it fires in ordinary sessions.
+/// The only `BEFORE ROW UPDATE` trigger of `rel`, if it fires in ordinary sessions. It lives
+/// in the relcache, which the lock on the relation keeps from changing.
 ///
 /// # Safety
-/// `rel` must be open.
-unsafe fn only_before_update_row_trigger<'a>(rel: pg_sys::Relation) -> Option<&'a mut pg_sys::Trigger> {
+/// `rel` must be open and locked.
+unsafe fn only_before_update_row_trigger<'a>(rel: pg_sys::Relation) -> Option<&'a pg_sys::Trigger> {
     // SAFETY: the relation's trigger descriptor, read as its counts say.
     unsafe {
         let trigdesc = (*rel).trigdesc;
         if trigdesc.is_null() || !(*trigdesc).trig_update_before_row {
             return None;
         }
-        let triggers = std::slice::from_raw_parts_mut((*trigdesc).triggers, (*trigdesc).numtriggers as usize);
-        let mut before_update_row = triggers.iter_mut().filter(|t| {
+        let triggers = std::slice::from_raw_parts((*trigdesc).triggers, (*trigdesc).numtriggers as usize);
+        let mut before_update_row = triggers.iter().filter(|t| {
             let kind = t.tgtype as u32;
             kind & pg_sys::TRIGGER_TYPE_ROW != 0
                 && kind & pg_sys::TRIGGER_TYPE_TIMING_MASK == pg_sys::TRIGGER_TYPE_BEFORE
@@ -154,16 +156,20 @@ unsafe fn only_before_update_row_trigger<'a>(rel: pg_sys::Relation) -> Option<&'
     }
 }
 
-/// The trigger `rowversion` of `rel`, if it is the only `BEFORE ROW UPDATE` trigger and fires
-/// in ordinary sessions. The planner hook also checks its function; executor start, for a
-/// statement whose plan was made with it (any change to the table's triggers since would have
-/// invalidated the plan), goes by the name alone: one catalog lookup less per execution.
+/// The trigger `rowversion` of `rel`, if it is the only `BEFORE ROW UPDATE` trigger, fires in
+/// ordinary sessions and for every UPDATE (no `UPDATE OF` column list). The planner hook also
+/// checks its function; executor start, for a statement whose plan was made with it (any
+/// change to the table's triggers since would have invalidated the plan), goes by the name
+/// alone: one catalog lookup less per execution.
 ///
 /// # Safety
-/// `rel` must be open.
-unsafe fn named_version_trigger<'a>(rel: pg_sys::Relation) -> Option<&'a mut pg_sys::Trigger> {
+/// `rel` must be open and locked.
+unsafe fn named_version_trigger<'a>(rel: pg_sys::Relation) -> Option<&'a pg_sys::Trigger> {
     // SAFETY: forwarded from the caller; a trigger's name is a C string.
-    unsafe { only_before_update_row_trigger(rel).filter(|t| std::ffi::CStr::from_ptr(t.tgname) == c"rowversion") }
+    unsafe {
+        only_before_update_row_trigger(rel)
+            .filter(|t| t.tgnattr == 0 && std::ffi::CStr::from_ptr(t.tgname) == c"rowversion")
+    }
 }
 
 /// Whether `rel` is an ordinary table stored by the heap: the rows the expression reads and a
@@ -219,9 +225,10 @@ unsafe fn same_versioning(
     }
 }
 
-/// Whether every result relation of the planned UPDATE of parent `root` has a version trigger
-/// that versions it as the root's does, and that the fast path may turn off (see
-/// [`rewrite`]).
+/// Whether every result relation of the planned UPDATE of `root` is `root` itself or has a
+/// version trigger that versions it as the root's does, and that the fast path may turn off
+/// (see [`Rewritten`]). A partitioned root is a result relation only when the planner pruned
+/// every partition.
 ///
 /// # Safety
 /// `stmt` must be the plan the planner just made for a rewritten Query; its relations are
@@ -240,11 +247,14 @@ unsafe fn versioned_like_root(stmt: *mut pg_sys::PlannedStmt, root: pg_sys::Oid)
         }
         let root_trigger = named_version_trigger(root_rel);
         let rtable = cells((*stmt).rtable);
+        let partitioned = (*(*root_rel).rd_rel).relkind == pg_sys::RELKIND_PARTITIONED_TABLE as std::ffi::c_char;
         let all = cells((*(top as *mut pg_sys::ModifyTable)).resultRelations).iter().all(|cell| {
-            let Some(entry) = rtable.get(cell.int_value as usize - 1) else { return false };
+            let Some(entry) = (cell.int_value as usize).checked_sub(1).and_then(|i| rtable.get(i)) else {
+                return false;
+            };
             let relid = (*(entry.ptr_value as *mut pg_sys::RangeTblEntry)).relid;
             if relid == root {
-                return root_trigger.is_some() && heap_table(root_rel);
+                return root_trigger.is_some() && (partitioned || heap_table(root_rel));
             }
             let rel = pg_sys::RelationIdGetRelation(relid);
             if rel.is_null() {
@@ -298,30 +308,26 @@ unsafe fn set_lists(parse: *mut pg_sys::Query) -> impl Iterator<Item = *mut *mut
 ///
 /// # Safety
 /// `parse` must be a Query about to be planned.
-unsafe fn rewrite(parse: *mut pg_sys::Query) -> Rewritten {
+unsafe fn rewrite(parse: *mut pg_sys::Query) -> Option<Rewritten> {
     // SAFETY: the Query, its range table and SET lists as the parser and rewriter left them;
     // the result relation is locked by them, so opening it with NoLock is safe.
     unsafe {
-        if set_lists(parse).next().is_none() {
-            return Rewritten::No;
-        }
+        set_lists(parse).next()?;
         let result = (*parse).resultRelation;
-        let Some(rte) = cells((*parse).rtable).get(result as usize - 1) else { return Rewritten::No };
-        let rte = rte.ptr_value as *mut pg_sys::RangeTblEntry;
+        let rte =
+            cells((*parse).rtable).get((result as usize).checked_sub(1)?)?.ptr_value as *mut pg_sys::RangeTblEntry;
         let partitioned = (*rte).relkind == pg_sys::RELKIND_PARTITIONED_TABLE as std::ffi::c_char;
         // INSERT ... ON CONFLICT into a partitioned table updates a partition chosen by tuple
         // routing while the statement runs: the plan does not depend on the partition, so a
         // change to its trigger would not re-plan it.
         let routed = partitioned && (*parse).commandType == pg_sys::CmdType::CMD_INSERT;
         if routed || !(partitioned || (*rte).relkind == pg_sys::RELKIND_RELATION as std::ffi::c_char) {
-            return Rewritten::No;
+            return None;
         }
         let rel = pg_sys::RelationIdGetRelation((*rte).relid);
         if rel.is_null() {
-            return Rewritten::No;
+            return None;
         }
-        // An UPDATE of a parent writes its partitions' or children's rows too.
-        let parent = partitioned || ((*rte).inh && (*(*rel).rd_rel).relhassubclass);
         let version_trigger = function_oid(c"version_trigger", &[]);
         let column = (partitioned || heap_table(rel))
             .then(|| named_version_trigger(rel))
@@ -329,24 +335,20 @@ unsafe fn rewrite(parse: *mut pg_sys::Query) -> Rewritten {
             .filter(|trigger| Some(trigger.tgfoid) == version_trigger)
             .and_then(|trigger| version_column::lookup(rel, trigger).ok());
         pg_sys::RelationClose(rel);
-        let Some(column) = column else { return Rewritten::No };
+        let column = column?;
         let type_oid = column.version_type.type_oid();
         let argument_types = [type_oid, type_oid, pg_sys::OIDOID, pg_sys::TIDOID, pg_sys::INT4OID];
-        let Some(next_version) = function_oid(c"next_version", &argument_types) else { return Rewritten::No };
+        let next_version = function_oid(c"next_version", &argument_types)?;
         if !set_lists(parse).all(|list| mode_of(*list, &column).is_some()) {
-            return Rewritten::No;
+            return None;
         }
-        let original = if parent { pg_sys::copyObjectImpl(parse.cast()).cast() } else { std::ptr::null_mut() };
+        let original = pg_sys::copyObjectImpl(parse.cast()).cast();
         for list in set_lists(parse) {
             if let Some((mode, stated)) = mode_of(*list, &column) {
                 add_next_version(list, result, &column, next_version, mode, stated);
             }
         }
-        if parent {
-            Rewritten::Parent { original, root: column.relid }
-        } else {
-            Rewritten::Table
-        }
+        Some(Rewritten { original, root: column.relid })
     }
 }
 
@@ -460,7 +462,7 @@ unsafe fn add_next_version(
 ///
 /// # Safety
 /// `stmt` must be a planned statement.
-unsafe fn rewritten(stmt: *mut pg_sys::PlannedStmt) -> bool {
+unsafe fn carries_version_check(stmt: *mut pg_sys::PlannedStmt) -> bool {
     // SAFETY: the plan tree as the planner made it; nodes are read as their tags say.
     unsafe {
         let top = (*stmt).planTree;
@@ -551,7 +553,7 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
             Some(previous) => previous(query_desc, eflags),
             None => pg_sys::standard_ExecutorStart(query_desc, eflags),
         }
-        if !rewritten((*query_desc).plannedstmt) {
+        if !carries_version_check((*query_desc).plannedstmt) {
             return;
         }
         let state = (*query_desc).planstate;
@@ -559,6 +561,9 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
             return;
         }
         let state = state as *mut pg_sys::ModifyTableState;
+        if (*state).resultRelInfo.is_null() || (*state).mt_nrels < 1 {
+            return;
+        }
         let infos = std::slice::from_raw_parts_mut((*state).resultRelInfo, (*state).mt_nrels as usize);
         for info in infos {
             if !info.ri_TrigDesc.is_null() && named_version_trigger(info.ri_RelationDesc).is_some() {

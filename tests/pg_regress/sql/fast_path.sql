@@ -87,6 +87,17 @@ SELECT plan_of($$UPDATE fp SET note = 'f', version = version$$, run => true);
 DROP TRIGGER another ON fp;
 SELECT id, version FROM fp ORDER BY id;
 
+-- A hand-made trigger `rowversion` that fires only for some columns (UPDATE OF note): its own
+-- rules, not the fast path; an UPDATE of another column leaves the version alone.
+CREATE TABLE some_columns (id int PRIMARY KEY, note text, other text, version bigint);
+CREATE TRIGGER rowversion BEFORE INSERT OR UPDATE OF note ON some_columns FOR EACH ROW
+    WHEN (NEW.version IS NULL OR true) EXECUTE FUNCTION rowversion.version_trigger('lenient');
+INSERT INTO some_columns VALUES (1, 'a', 'a', 1);
+SELECT plan_of($$UPDATE some_columns SET other = 'b'$$, run => true);
+UPDATE some_columns SET other = 'c' RETURNING version;
+UPDATE some_columns SET note = 'c' RETURNING version;
+DROP TABLE some_columns;
+
 -- next_version() runs only as the planner wrote it: a call written by hand, alone or in an
 -- UPDATE's SET list (where a forged call would otherwise turn the trigger off), is refused.
 SELECT outcome($$SELECT rowversion.next_version(5::bigint, 2::bigint, 0, '(0,1)', 1381367810)$$);
