@@ -19,7 +19,7 @@ with synchronous_commit on, each lease_acquire waits for a WAL flush, which Redi
 (--async-commit sets synchronous_commit = off in the benchmark sessions).
 
 Usage, with the client venv (psycopg and redis from tests/clients/requirements.txt):
-  target/clients-venv/bin/python bench/leases.py --host /tmp/pg_rowversion-test/server --port 54316
+  target/clients-venv/bin/python bench/leases.py --host /tmp/pg_rowversion-test/pg15/server --port 25316
 """
 
 import argparse
