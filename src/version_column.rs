@@ -343,8 +343,12 @@ crate::fmgr::v1_function! {
         // declared result type, its names as palloc'd Name datums.
         unsafe {
             let qual = pg_sys::text_to_cstring(qual.cast_mut_ptr());
+            // NULL for a column `rel` does not have (the clause may be another table's).
             let name = |attnum: i16| {
                 let attname = pg_sys::get_attname(relid, attnum, true);
+                if attname.is_null() {
+                    return None;
+                }
                 pgrx::direct_function_call_as_datum(pg_sys::namein, &[Some(pg_sys::Datum::from(attname))])
             };
             let mut values = [pg_sys::Datum::from(0); 2];

@@ -101,4 +101,9 @@ CREATE TABLE keyless (id int);
 SELECT rowversion.enable('keyless');
 SELECT outcome($$SELECT rowversion.update('keyless', '[]', 1, '5')$$);
 
+-- trigger_columns() with a WHEN clause and a relation that does not have its columns (or
+-- no relation at all): NULL names, not a crash.
+SELECT * FROM rowversion.trigger_columns(0, (SELECT tgqual FROM pg_trigger WHERE tgrelid = 'keyless'::regclass));
+SELECT * FROM rowversion.trigger_columns('unversioned', (SELECT tgqual FROM pg_trigger WHERE tgrelid = 'keyless'::regclass));
+
 DROP TABLE exact, unversioned, keyless;
