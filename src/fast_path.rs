@@ -186,42 +186,37 @@ unsafe fn heap_table(rel: pg_sys::Relation) -> bool {
     }
 }
 
-/// Whether triggers `a` of `a_rel` and `b` of `b_rel` version their tables the same way: the
-/// same function and mode, and the same version and ignored columns by name (a partition's
-/// columns can be numbered differently from its parent's).
+/// How a version trigger versions its table, by column names (a partition's columns can be
+/// numbered differently from its parent's): what a partition or child must share with its
+/// parent for the parent's SET list to apply to it.
+#[derive(PartialEq)]
+struct Versioning<'a> {
+    function: pg_sys::Oid,
+    mode: &'a std::ffi::CStr,
+    /// The version column, then the ignored ones, as the WHEN clause names them.
+    columns: Vec<&'a std::ffi::CStr>,
+}
+
+/// The versioning of `trigger` on `rel`; `None` for a trigger `enable()` did not write.
 ///
 /// # Safety
-/// The relations must be open and the triggers theirs.
-unsafe fn same_versioning(
-    a_rel: pg_sys::Relation,
-    a: &pg_sys::Trigger,
-    b_rel: pg_sys::Relation,
-    b: &pg_sys::Trigger,
-) -> bool {
+/// `rel` must be open and `trigger` one of its triggers; the result borrows from both.
+unsafe fn versioning<'a>(rel: pg_sys::Relation, trigger: &'a pg_sys::Trigger) -> Option<Versioning<'a>> {
     // SAFETY: a trigger's `tgargs` holds `tgnargs` C strings and `tgqual` is NULL or a node
-    // string; the columns are checked against each descriptor's count before they are read.
+    // string; the columns are checked against the descriptor's count before they are read.
     unsafe {
-        if a.tgfoid != b.tgfoid || a.tgnargs != 1 || b.tgnargs != 1 || a.tgqual.is_null() || b.tgqual.is_null() {
-            return false;
+        if trigger.tgnargs != 1 || trigger.tgqual.is_null() {
+            return None;
         }
-        if std::ffi::CStr::from_ptr(*a.tgargs) != std::ffi::CStr::from_ptr(*b.tgargs) {
-            return false;
-        }
-        let (Some(a_columns), Some(b_columns)) =
-            (version_column::when_columns(a.tgqual), version_column::when_columns(b.tgqual))
-        else {
-            return false;
-        };
-        let name = |rel: pg_sys::Relation, attnum: i16| {
-            let tupdesc = (*rel).rd_att;
-            (i32::from(attnum) <= (*tupdesc).natts)
-                .then(|| std::ffi::CStr::from_ptr(version_column::attribute(tupdesc, attnum).attname.data.as_ptr()))
-        };
-        a_columns.len() == b_columns.len()
-            && a_columns
-                .iter()
-                .zip(&b_columns)
-                .all(|(&x, &y)| name(a_rel, x).is_some() && name(a_rel, x) == name(b_rel, y))
+        let tupdesc = (*rel).rd_att;
+        let columns = version_column::when_columns(trigger.tgqual)?
+            .into_iter()
+            .map(|attnum| {
+                (attnum >= 1 && i32::from(attnum) <= (*tupdesc).natts)
+                    .then(|| std::ffi::CStr::from_ptr(version_column::attribute(tupdesc, attnum).attname.data.as_ptr()))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Versioning { function: trigger.tgfoid, mode: std::ffi::CStr::from_ptr(*trigger.tgargs), columns })
     }
 }
 
@@ -246,6 +241,7 @@ unsafe fn versioned_like_root(stmt: *mut pg_sys::PlannedStmt, root: pg_sys::Oid)
             return false;
         }
         let root_trigger = named_version_trigger(root_rel);
+        let root_versioning = root_trigger.and_then(|trigger| versioning(root_rel, trigger));
         let rtable = cells((*stmt).rtable);
         let partitioned = (*(*root_rel).rd_rel).relkind == pg_sys::RELKIND_PARTITIONED_TABLE as std::ffi::c_char;
         let all = cells((*(top as *mut pg_sys::ModifyTable)).resultRelations).iter().all(|cell| {
@@ -260,9 +256,9 @@ unsafe fn versioned_like_root(stmt: *mut pg_sys::PlannedStmt, root: pg_sys::Oid)
             if rel.is_null() {
                 return false;
             }
-            let same = match (&root_trigger, named_version_trigger(rel)) {
-                (Some(root_trigger), Some(trigger)) => {
-                    heap_table(rel) && same_versioning(root_rel, root_trigger, rel, trigger)
+            let same = match (&root_versioning, named_version_trigger(rel)) {
+                (Some(root_versioning), Some(trigger)) => {
+                    heap_table(rel) && versioning(rel, trigger).as_ref() == Some(root_versioning)
                 }
                 _ => false,
             };
@@ -328,11 +324,12 @@ unsafe fn rewrite(parse: *mut pg_sys::Query) -> Option<Rewritten> {
         if rel.is_null() {
             return None;
         }
-        let version_trigger = function_oid(c"version_trigger", &[]);
+        // The function is looked up only for a table with a trigger `rowversion`: an UPDATE of
+        // any other table pays one scan of its trigger descriptor.
         let column = (partitioned || heap_table(rel))
             .then(|| named_version_trigger(rel))
             .flatten()
-            .filter(|trigger| Some(trigger.tgfoid) == version_trigger)
+            .filter(|trigger| Some(trigger.tgfoid) == function_oid(c"version_trigger", &[]))
             .and_then(|trigger| version_column::lookup(rel, trigger).ok());
         pg_sys::RelationClose(rel);
         let column = column?;
