@@ -119,16 +119,27 @@ struct Rewritten {
     root: pg_sys::Oid,
 }
 
-/// `rowversion.<name>(argument types)`, if the extension in this database has it.
-fn function_oid(name: &std::ffi::CStr, argument_types: &[pg_sys::Oid]) -> Option<pg_sys::Oid> {
-    // SAFETY: a name lookup with missing_ok; the name list is built from palloc'd strings.
-    let oid = unsafe {
+/// A V1 function of this library, as fmgr calls it.
+type V1Function = unsafe extern "C-unwind" fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+
+/// `rowversion.<name>(argument types)`, if the extension in this database has it: a function
+/// of that name that is not this library's `code` is never trusted nor put in a plan (in a
+/// database without the extension, a schema `rowversion` may belong to anyone).
+fn function_oid(name: &std::ffi::CStr, argument_types: &[pg_sys::Oid], code: V1Function) -> Option<pg_sys::Oid> {
+    // SAFETY: a name lookup with missing_ok, the name list built from palloc'd strings; then
+    // the function's call information, which resolves a C function's symbol without calling it.
+    unsafe {
         let schema = pg_sys::makeString(pg_sys::pstrdup(c"rowversion".as_ptr()));
         let function = pg_sys::makeString(pg_sys::pstrdup(name.as_ptr()));
         let names = pg_sys::lappend(pg_sys::lappend(std::ptr::null_mut(), schema.cast()), function.cast());
-        pg_sys::LookupFuncName(names, argument_types.len() as c_int, argument_types.as_ptr(), true)
-    };
-    (oid != pg_sys::InvalidOid).then_some(oid)
+        let oid = pg_sys::LookupFuncName(names, argument_types.len() as c_int, argument_types.as_ptr(), true);
+        if oid == pg_sys::InvalidOid {
+            return None;
+        }
+        let mut call: pg_sys::FmgrInfo = std::mem::zeroed();
+        pg_sys::fmgr_info(oid, &mut call);
+        (call.fn_addr.map(|f| f as usize) == Some(code as usize)).then_some(oid)
+    }
 }
 
 /// The only `BEFORE ROW UPDATE` trigger of `rel`, if it fires in ordinary sessions. It lives
@@ -329,13 +340,15 @@ unsafe fn rewrite(parse: *mut pg_sys::Query) -> Option<Rewritten> {
         let column = (partitioned || heap_table(rel))
             .then(|| named_version_trigger(rel))
             .flatten()
-            .filter(|trigger| Some(trigger.tgfoid) == function_oid(c"version_trigger", &[]))
+            .filter(|trigger| {
+                Some(trigger.tgfoid) == function_oid(c"version_trigger", &[], trigger::rowversion_version_trigger)
+            })
             .and_then(|trigger| version_column::lookup(rel, trigger).ok());
         pg_sys::RelationClose(rel);
         let column = column?;
         let type_oid = column.version_type.type_oid();
         let argument_types = [type_oid, type_oid, pg_sys::OIDOID, pg_sys::TIDOID, pg_sys::INT4OID];
-        let next_version = function_oid(c"next_version", &argument_types)?;
+        let next_version = function_oid(c"next_version", &argument_types, rowversion_next_version)?;
         if !set_lists(parse).all(|list| mode_of(*list, &column).is_some()) {
             return None;
         }

@@ -123,3 +123,30 @@ def test_fast_path_and_trigger_end_every_statement_the_same_way(admin, version_t
             conn.close()
         for t in tables.values():
             admin.execute(f"DROP TABLE IF EXISTS {t}")
+
+
+def test_a_schema_rowversion_of_a_database_without_the_extension_is_not_used(admin):
+    """In a database without the extension, anyone may create a schema `rowversion` with a
+    trigger function and a `next_version()` of their own: the planner hook (the library
+    preloaded in every database) must not put that function in a plan or turn their trigger
+    off. The UPDATE runs their trigger, as Postgres would without pg_rowversion."""
+    admin.execute("DROP DATABASE IF EXISTS rowversion_impostor")
+    admin.execute("CREATE DATABASE rowversion_impostor")
+    try:
+        with psycopg.connect(dbname="rowversion_impostor", autocommit=True) as conn:
+            conn.execute("CREATE SCHEMA rowversion")
+            conn.execute("CREATE FUNCTION rowversion.version_trigger() RETURNS trigger LANGUAGE plpgsql AS "
+                         "$$ BEGIN NEW.version := 424242; RETURN NEW; END $$")
+            for version_type in ("bigint", "integer", "smallint"):
+                conn.execute(f"CREATE FUNCTION rowversion.next_version({version_type}, {version_type}, oid, tid, "
+                             f"integer) RETURNS {version_type} LANGUAGE sql AS 'SELECT 777'")
+            conn.execute("CREATE TABLE t (id int PRIMARY KEY, note text, version bigint)")
+            conn.execute("CREATE TRIGGER rowversion BEFORE INSERT OR UPDATE ON t FOR EACH ROW "
+                         "WHEN (NEW.version IS NULL OR true) EXECUTE FUNCTION rowversion.version_trigger('lenient')")
+            conn.execute("INSERT INTO t VALUES (1, 'a', 1)")
+            conn.execute("LOAD 'pg_rowversion'")
+            assert conn.execute("UPDATE t SET note = 'b' RETURNING version").fetchone()[0] == 424242
+            plan = "\n".join(row[0] for row in conn.execute("EXPLAIN (VERBOSE, COSTS OFF) UPDATE t SET note = 'c'"))
+            assert "next_version" not in plan
+    finally:
+        admin.execute("DROP DATABASE IF EXISTS rowversion_impostor")
