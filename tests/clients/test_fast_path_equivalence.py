@@ -139,7 +139,7 @@ def test_a_schema_rowversion_of_a_database_without_the_extension_is_not_used(adm
                          "$$ BEGIN NEW.version := 424242; RETURN NEW; END $$")
             for version_type in ("bigint", "integer", "smallint"):
                 conn.execute(f"CREATE FUNCTION rowversion.next_version({version_type}, {version_type}, oid, tid, "
-                             f"integer) RETURNS {version_type} LANGUAGE sql AS 'SELECT 777'")
+                             f"integer) RETURNS {version_type} LANGUAGE plpgsql AS $$ BEGIN RETURN 777; END $$")
             conn.execute("CREATE TABLE t (id int PRIMARY KEY, note text, version bigint)")
             conn.execute("CREATE TRIGGER rowversion BEFORE INSERT OR UPDATE ON t FOR EACH ROW "
                          "WHEN (NEW.version IS NULL OR true) EXECUTE FUNCTION rowversion.version_trigger('lenient')")
