@@ -199,20 +199,21 @@ unsafe fn heap_table(rel: pg_sys::Relation) -> bool {
 
 /// How a version trigger versions its table, by column names (a partition's columns can be
 /// numbered differently from its parent's): what a partition or child must share with its
-/// parent for the parent's SET list to apply to it.
+/// parent for the parent's SET list to apply to it. Copied out of the relcache (a handful of
+/// names, at most one per column): opening the next partition can rebuild the parent's entry.
 #[derive(PartialEq)]
-struct Versioning<'a> {
+struct Versioning {
     function: pg_sys::Oid,
-    mode: &'a std::ffi::CStr,
+    mode: std::ffi::CString,
     /// The version column, then the ignored ones, as the WHEN clause names them.
-    columns: Vec<&'a std::ffi::CStr>,
+    columns: Vec<std::ffi::CString>,
 }
 
 /// The versioning of `trigger` on `rel`; `None` for a trigger `enable()` did not write.
 ///
 /// # Safety
-/// `rel` must be open and `trigger` one of its triggers; the result borrows from both.
-unsafe fn versioning<'a>(rel: pg_sys::Relation, trigger: &'a pg_sys::Trigger) -> Option<Versioning<'a>> {
+/// `rel` must be open and `trigger` one of its triggers.
+unsafe fn versioning(rel: pg_sys::Relation, trigger: &pg_sys::Trigger) -> Option<Versioning> {
     // SAFETY: a trigger's `tgargs` holds `tgnargs` C strings and `tgqual` is NULL or a node
     // string; the columns are checked against the descriptor's count before they are read.
     unsafe {
@@ -223,11 +224,14 @@ unsafe fn versioning<'a>(rel: pg_sys::Relation, trigger: &'a pg_sys::Trigger) ->
         let columns = version_column::when_columns(trigger.tgqual)?
             .into_iter()
             .map(|attnum| {
-                (attnum >= 1 && i32::from(attnum) <= (*tupdesc).natts)
-                    .then(|| std::ffi::CStr::from_ptr(version_column::attribute(tupdesc, attnum).attname.data.as_ptr()))
+                (attnum >= 1 && i32::from(attnum) <= (*tupdesc).natts).then(|| {
+                    std::ffi::CStr::from_ptr(version_column::attribute(tupdesc, attnum).attname.data.as_ptr())
+                        .to_owned()
+                })
             })
             .collect::<Option<Vec<_>>>()?;
-        Some(Versioning { function: trigger.tgfoid, mode: std::ffi::CStr::from_ptr(*trigger.tgargs), columns })
+        let mode = std::ffi::CStr::from_ptr(*trigger.tgargs).to_owned();
+        Some(Versioning { function: trigger.tgfoid, mode, columns })
     }
 }
 
@@ -251,7 +255,9 @@ unsafe fn versioned_like_root(stmt: *mut pg_sys::PlannedStmt, root: pg_sys::Oid)
         if root_rel.is_null() {
             return false;
         }
+        // Copied before any partition is opened (see `Versioning`).
         let root_trigger = named_version_trigger(root_rel);
+        let root_versioned = root_trigger.is_some();
         let root_versioning = root_trigger.and_then(|trigger| versioning(root_rel, trigger));
         let rtable = cells((*stmt).rtable);
         let partitioned = (*(*root_rel).rd_rel).relkind == pg_sys::RELKIND_PARTITIONED_TABLE as std::ffi::c_char;
@@ -261,7 +267,7 @@ unsafe fn versioned_like_root(stmt: *mut pg_sys::PlannedStmt, root: pg_sys::Oid)
             };
             let relid = (*(entry.ptr_value as *mut pg_sys::RangeTblEntry)).relid;
             if relid == root {
-                return root_trigger.is_some() && (partitioned || heap_table(root_rel));
+                return root_versioned && (partitioned || heap_table(root_rel));
             }
             let rel = pg_sys::RelationIdGetRelation(relid);
             if rel.is_null() {

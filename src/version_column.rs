@@ -343,7 +343,8 @@ crate::fmgr::v1_function! {
         // declared result type, its names as palloc'd Name datums.
         unsafe {
             let qual = pg_sys::text_to_cstring(qual.cast_mut_ptr());
-            // NULL for a column `rel` does not have (the clause may be another table's).
+            // A column `rel` does not have (the clause may be another table's): a NULL version
+            // column, and no name among the ignored ones.
             let name = |attnum: i16| {
                 let attname = pg_sys::get_attname(relid, attnum, true);
                 if attname.is_null() {

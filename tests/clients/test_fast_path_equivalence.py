@@ -102,6 +102,11 @@ def test_fast_path_and_trigger_end_every_statement_the_same_way(admin, version_t
             f"EXPLAIN (VERBOSE, COSTS OFF) UPDATE {tables['off']} SET note = 'x'"))
         assert "rowversion.next_version(" not in plan
 
+        def fast_path_taken(mode):
+            plan = "\n".join(row[0] for row in sessions[mode].execute(
+                f"EXPLAIN (VERBOSE, COSTS OFF) UPDATE {tables[mode]} SET note = 'x'"))
+            return "rowversion.next_version(" in plan
+
         rng_seed = 20261123
         choices = {mode: random.Random(rng_seed) for mode in tables}
         kinds = set()
@@ -112,6 +117,9 @@ def test_fast_path_and_trigger_end_every_statement_the_same_way(admin, version_t
                 result = outcome(sessions[mode], sql)
                 seen[mode] = (sql.replace(t, "T"), repr(result).replace(t, "T"))
             assert seen["on"] == seen["off"], f"step {step}: the two paths differ:\n{seen['off']}\n{seen['on']}"
+            if "rowversion.enable(" in seen["on"][0]:
+                # Still one path each after a mode or column change (else the comparison is moot).
+                assert fast_path_taken("on") and not fast_path_taken("off"), f"step {step}"
             kinds.add(seen["on"][1].split(",")[0] + (seen["on"][1].split(",")[1] if "error" in seen["on"][1] else ""))
         rows = {mode: sessions[mode].execute(f"SELECT id, note, hits, version FROM {t} ORDER BY id").fetchall()
                 for mode, t in tables.items()}
@@ -129,8 +137,11 @@ def test_a_schema_rowversion_of_a_database_without_the_extension_is_not_used(adm
     """In a database without the extension, anyone may create a schema `rowversion` with a
     trigger function and a `next_version()` of their own: the planner hook (the library
     preloaded in every database) must not put that function in a plan or turn their trigger
-    off. The UPDATE runs their trigger, as Postgres would without pg_rowversion."""
-    admin.execute("DROP DATABASE IF EXISTS rowversion_impostor")
+    off. The UPDATE runs their trigger, as Postgres would without pg_rowversion. Table `t`
+    (bigint) tests the check of next_version() (theirs); table `t4` (integer), whose
+    next_version() is this library's own (a superuser may declare it anywhere), the check of
+    the trigger function."""
+    admin.execute("DROP DATABASE IF EXISTS rowversion_impostor WITH (FORCE)")
     admin.execute("CREATE DATABASE rowversion_impostor")
     try:
         with psycopg.connect(dbname="rowversion_impostor", autocommit=True) as conn:
@@ -144,9 +155,17 @@ def test_a_schema_rowversion_of_a_database_without_the_extension_is_not_used(adm
             conn.execute("CREATE TRIGGER rowversion BEFORE INSERT OR UPDATE ON t FOR EACH ROW "
                          "WHEN (NEW.version IS NULL OR true) EXECUTE FUNCTION rowversion.version_trigger('lenient')")
             conn.execute("INSERT INTO t VALUES (1, 'a', 1)")
+            conn.execute("DROP FUNCTION rowversion.next_version(integer, integer, oid, tid, integer)")
+            conn.execute("CREATE FUNCTION rowversion.next_version(integer, integer, oid, tid, integer) RETURNS integer "
+                         "LANGUAGE c AS 'pg_rowversion', 'rowversion_next_version'")
+            conn.execute("CREATE TABLE t4 (id int PRIMARY KEY, note text, version integer)")
+            conn.execute("CREATE TRIGGER rowversion BEFORE INSERT OR UPDATE ON t4 FOR EACH ROW "
+                         "WHEN (NEW.version IS NULL OR true) EXECUTE FUNCTION rowversion.version_trigger('lenient')")
+            conn.execute("INSERT INTO t4 VALUES (1, 'a', 1)")
             conn.execute("LOAD 'pg_rowversion'")
-            assert conn.execute("UPDATE t SET note = 'b' RETURNING version").fetchone()[0] == 424242
-            plan = "\n".join(row[0] for row in conn.execute("EXPLAIN (VERBOSE, COSTS OFF) UPDATE t SET note = 'c'"))
-            assert "next_version" not in plan
+            for table in ("t", "t4"):
+                assert conn.execute(f"UPDATE {table} SET note = 'b' RETURNING version").fetchone()[0] == 424242
+                plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN (VERBOSE, COSTS OFF) UPDATE {table} SET note = 'c'"))
+                assert "next_version" not in plan
     finally:
-        admin.execute("DROP DATABASE IF EXISTS rowversion_impostor")
+        admin.execute("DROP DATABASE IF EXISTS rowversion_impostor WITH (FORCE)")
