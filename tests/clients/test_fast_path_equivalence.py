@@ -61,7 +61,8 @@ def outcome(conn, sql):
     try:
         with conn.transaction():
             cursor = conn.execute(sql)
-            return ("ok", cursor.fetchall() if cursor.description else cursor.rowcount)
+            # In any order: the two tables' rows need not lie in the same physical order.
+            return ("ok", sorted(cursor.fetchall(), key=repr) if cursor.description else cursor.rowcount)
     except psycopg.Error as error:
         diag = error.diag
         return ("error", error.sqlstate, diag.message_primary, diag.message_detail, diag.message_hint,
