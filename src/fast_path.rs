@@ -355,14 +355,13 @@ unsafe fn rewrite(parse: *mut pg_sys::Query) -> Option<Rewritten> {
         let type_oid = column.version_type.type_oid();
         let argument_types = [type_oid, type_oid, pg_sys::OIDOID, pg_sys::TIDOID, pg_sys::INT4OID];
         let next_version = function_oid(c"next_version", &argument_types, rowversion_next_version)?;
-        if !set_lists(parse).all(|list| mode_of(*list, &column).is_some()) {
-            return None;
-        }
+        // All SET lists or none: one a multiple-column assignment sets is left to the trigger.
+        let modes = set_lists(parse)
+            .map(|list| mode_of(*list, &column).map(|(mode, stated)| (list, mode, stated)))
+            .collect::<Option<Vec<_>>>()?;
         let original = pg_sys::copyObjectImpl(parse.cast()).cast();
-        for list in set_lists(parse) {
-            if let Some((mode, stated)) = mode_of(*list, &column) {
-                add_next_version(list, result, &column, next_version, mode, stated);
-            }
+        for (list, mode, stated) in modes {
+            add_next_version(list, result, &column, next_version, mode, stated);
         }
         Some(Rewritten { original, root: column.relid })
     }
@@ -664,20 +663,19 @@ unsafe fn refusal(args: crate::fmgr::Args, mode: i32, supplied: Option<i64>, sto
             .then(|| named_version_trigger(rel))
             .flatten()
             .and_then(|trigger| version_column::lookup(rel, trigger).ok());
-        let Some(mut column) = column else {
+        let Some(column) = column else {
             if !rel.is_null() {
                 pg_sys::RelationClose(rel);
             }
             return FastPathError::CalledDirectly.into();
         };
-        column.mode = if mode == MODE_STRICT { Mode::Strict } else { Mode::Lenient };
         let report = match supplied {
             _ if mode == MODE_STRICT => {
                 trigger::report(rel, &column, |table, name| TriggerError::VersionRequired { table, column: name })
             }
             None => trigger::report(rel, &column, |table, name| TriggerError::NullVersion { table, column: name }),
             Some(supplied) => {
-                let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
+                let mut tuple = pg_sys::HeapTupleData::default();
                 if let Some(row_id) = args.datum(3) {
                     tuple.t_self = *(row_id.cast_mut_ptr::<pg_sys::ItemPointerData>());
                 }
