@@ -47,6 +47,8 @@ pub enum EnableError {
     UnsupportedType { table: String, column: String, type_name: String },
     #[error("column \"{column}\" of table \"{table}\" is {kind} column")]
     GeneratedColumn { table: String, column: String, kind: &'static str },
+    #[error("column \"{column}\" of table \"{table}\" is a generated column, which cannot be ignored")]
+    GeneratedIgnored { table: String, column: String },
     #[error("trigger \"rowversion\" on table \"{table}\" is not pg_rowversion's")]
     TriggerNameTaken { table: String },
     #[error("table \"{table}\" is a partition of versioned table \"{parent}\"")]
@@ -61,9 +63,10 @@ impl EnableError {
             Self::NoSuchRelation(_) => PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
             Self::NotATable { .. } | Self::InheritedFromParent { .. } => PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
             Self::NotOwner { .. } => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            Self::InvalidMode(_) | Self::VersionIgnored { .. } | Self::TooManyIgnored(_) => {
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
-            }
+            Self::InvalidMode(_)
+            | Self::VersionIgnored { .. }
+            | Self::GeneratedIgnored { .. }
+            | Self::TooManyIgnored(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             Self::NoSuchColumn { .. } => PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
             Self::NullIgnoredColumn => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             Self::UnsupportedType { .. } => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
@@ -90,6 +93,10 @@ impl EnableError {
             Self::GeneratedColumn { .. } => {
                 Some("A version column must be a plain column the trigger can write.".into())
             }
+            Self::GeneratedIgnored { .. } => Some(
+                "An UPDATE never sets a generated column: it counts as changed when a column it is computed from is set."
+                    .into(),
+            ),
             Self::TriggerNameTaken { .. } => Some(format!(
                 "Rename or drop that trigger; pg_rowversion installs its own as \"{TRIGGER_NAME}\"."
             )),
@@ -340,9 +347,12 @@ fn ignore_columns<'a>(
         if name == version_column {
             return Err(EnableError::VersionIgnored { column: name.clone() });
         }
-        let missing = client.select(COLUMN_BY_NAME, Some(1), &[table.oid.into(), name.as_bytes().into()])?.is_empty();
-        if missing {
+        let found = client.select(COLUMN_BY_NAME, Some(1), &[table.oid.into(), name.as_bytes().into()])?;
+        if found.is_empty() {
             return Err(EnableError::NoSuchColumn { table: table.display.clone(), column: name.clone() });
+        }
+        if !found.first().get::<String>(4)?.unwrap_or_default().is_empty() {
+            return Err(EnableError::GeneratedIgnored { table: table.display.clone(), column: name.clone() });
         }
         if !columns.contains(&name) {
             columns.push(name);

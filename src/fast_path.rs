@@ -37,7 +37,8 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::fmgr::v1_function;
-use crate::node::{cells, is_node};
+use crate::merge_action;
+use crate::node::{cells, is_node, result_relations};
 use crate::report::Report;
 use crate::trigger::{self, TriggerError};
 use crate::version_column::{self, Mode, VersionColumn, VersionType};
@@ -466,7 +467,14 @@ unsafe fn add_next_version(
             None => {
                 let name = pg_sys::get_attname(column.relid, column.attnum, false);
                 let entry = pg_sys::makeTargetEntry(call.cast(), column.attnum, name, false);
-                *set_list = pg_sys::lappend(*set_list, entry.cast());
+                // Before the first junk entry (a multiple-column assignment's sub-select):
+                // the planner wants every column's entry first ("subplan target list is out
+                // of order" otherwise).
+                let first_junk = cells(*set_list)
+                    .iter()
+                    .position(|cell| (*(cell.ptr_value as *mut pg_sys::TargetEntry)).resjunk)
+                    .unwrap_or(cells(*set_list).len());
+                *set_list = pg_sys::list_insert_nth(*set_list, first_junk as c_int, entry.cast());
             }
         }
     }
@@ -569,18 +577,12 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
             None => pg_sys::standard_ExecutorStart(query_desc, eflags),
         }
         if !carries_version_check((*query_desc).plannedstmt) {
+            // The trigger versions this statement's rows: a MERGE tells it each action's own
+            // columns.
+            merge_action::track(query_desc);
             return;
         }
-        let state = (*query_desc).planstate;
-        if !is_node(state.cast(), pg_sys::NodeTag::T_ModifyTableState) {
-            return;
-        }
-        let state = state as *mut pg_sys::ModifyTableState;
-        if (*state).resultRelInfo.is_null() || (*state).mt_nrels < 1 {
-            return;
-        }
-        let infos = std::slice::from_raw_parts_mut((*state).resultRelInfo, (*state).mt_nrels as usize);
-        for info in infos {
+        for info in result_relations(query_desc) {
             if !info.ri_TrigDesc.is_null() && named_version_trigger(info.ri_RelationDesc).is_some() {
                 (*info.ri_TrigDesc).trig_update_before_row = false;
             }
@@ -641,9 +643,55 @@ v1_function! {
                 (MODE_LENIENT, _) => Ok(Some(version_type.to_datum(next))),
                 (MODE_CHECK, Some(supplied)) if supplied == stored => Ok(Some(version_type.to_datum(next))),
                 (MODE_CHECK, Some(supplied)) if version_type.is_newer(supplied, stored) => Ok(args.datum(1)),
+                // The trigger decides on the row it has locked, after waiting for a concurrent
+                // writer: so does this. A row that changed meanwhile is left to the executor,
+                // which the same write fails in the same way (skipped when deleted or no longer
+                // matching, re-evaluated here when updated, 27000 when a function of this
+                // statement changed it).
+                _ if !lock_row(args) => Ok(stored_datum),
                 _ => Err(refusal(args, mode, supplied, stored)),
             }
         }
+    }
+}
+
+/// Whether the row being updated is still its table's newest version once locked, as the
+/// trigger's row is: `heap_lock_tuple` waits for a transaction that is changing it, then
+/// reports whether that transaction changed or deleted it (or a later command of this one
+/// did). Only a refusal pays for it; an accepted row is locked by the UPDATE itself.
+///
+/// # Safety
+/// `args` must be those of a `next_version()` call the planner hook made.
+unsafe fn lock_row(args: crate::fmgr::Args) -> bool {
+    // SAFETY: the row's table is locked by the UPDATE and is a heap table (checked when the
+    // plan was made); the row id is the one being updated. The command id is the statement's
+    // own (its snapshot's), not one a function of the SET list may have moved on. The buffer
+    // pinned by heap_lock_tuple is released here.
+    unsafe {
+        let (Some(relid), Some(row_id)) = (args.oid(2), args.datum(3)) else { return true };
+        let rel = pg_sys::RelationIdGetRelation(relid);
+        if rel.is_null() {
+            return true;
+        }
+        let mut tuple =
+            pg_sys::HeapTupleData { t_self: *(row_id.cast_mut_ptr::<pg_sys::ItemPointerData>()), ..Default::default() };
+        let mut buffer: pg_sys::Buffer = 0;
+        let mut failure = pg_sys::TM_FailureData::default();
+        let result = pg_sys::heap_lock_tuple(
+            rel,
+            &mut tuple,
+            (*pg_sys::GetActiveSnapshot()).curcid,
+            pg_sys::LockTupleMode::LockTupleNoKeyExclusive,
+            pg_sys::LockWaitPolicy::LockWaitBlock,
+            false,
+            &mut buffer,
+            &mut failure,
+        );
+        if buffer != 0 {
+            pg_sys::ReleaseBuffer(buffer);
+        }
+        pg_sys::RelationClose(rel);
+        result == pg_sys::TM_Result::TM_Ok
     }
 }
 

@@ -361,6 +361,9 @@ thread_local! {
     /// The head waiters found at pre-commit, whose latches the commit sets.
     static LATCHES_AT_COMMIT: RefCell<Vec<c_int>> = const { RefCell::new(Vec::new()) };
     static CALLBACK_REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set while an attempt runs in its own subtransaction (see [`attempt`]), whose rollback
+    /// wakes nobody.
+    static IN_ATTEMPT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn prepared(client: &SpiClient<'_>, statement: Statement) -> Result<Rc<OwnedPreparedStatement>> {
@@ -477,7 +480,7 @@ unsafe extern "C-unwind" fn at_subtransaction_end(
     _parent_subid: pg_sys::SubTransactionId,
     _arg: *mut std::ffi::c_void,
 ) {
-    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB && !IN_ATTEMPT.get() {
         set_latches(&heads_to_wake());
     }
 }
@@ -625,6 +628,45 @@ fn try_take(name: Name, ttl: pg_sys::Datum, holder: Option<pg_sys::Datum>, role:
     })
 }
 
+/// [`try_take`] in a subtransaction of its own, kept only when it took the lease. A locking
+/// read can end up holding a row lock on a row it does not return: when a transaction that
+/// took the lease commits between the statement's snapshot and its lock, Postgres locks the
+/// newest row version, finds on the recheck that it is no longer free, and keeps the lock.
+/// Held by a waiter while it sleeps (or by a caller that got NULL until its transaction
+/// ends), that lock would block the holder's `lease_check` and `lease_release`. Rolling the
+/// attempt back releases it. Only the attempt's own rollback wakes nobody: it changed nothing
+/// a waiter could take (a waiter that skipped the row re-reads within a second).
+fn attempt(name: Name, ttl: pg_sys::Datum, holder: Option<pg_sys::Datum>, role: pg_sys::Oid) -> Result<Attempt> {
+    // SAFETY: the subtransaction is begun here and ended here on every path, an ERROR
+    // included (rolled back, then re-raised), with the caller's memory context and resource
+    // owner restored, as PL/Python's subtransactions do.
+    unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        let end = |keep: bool| {
+            IN_ATTEMPT.set(!keep);
+            if keep {
+                pg_sys::ReleaseCurrentSubTransaction();
+            } else {
+                pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            }
+            IN_ATTEMPT.set(false);
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::CurrentResourceOwner = owner;
+        };
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(context);
+        let outcome = pgrx::PgTryBuilder::new(|| try_take(name, ttl, holder, role))
+            .catch_others(|error| {
+                end(false);
+                error.rethrow()
+            })
+            .execute();
+        end(matches!(outcome, Ok(Attempt::Taken(_))));
+        outcome
+    }
+}
+
 /// The caller's role may act for a lease of `role` (it is that role, a member of it, or a
 /// superuser).
 fn may_act_for(role: pg_sys::Oid) -> bool {
@@ -640,7 +682,7 @@ fn acquire(name: Name, ttl: pg_sys::Datum, wait: pg_sys::Datum, holder: Option<p
     // SAFETY: `wait` is an interval.
     let deadline = unsafe { wait_deadline(wait, now)? };
     wake_at_end(name.hash());
-    if let Attempt::Taken(token) = try_take(name, ttl, holder, role)? {
+    if let Attempt::Taken(token) = attempt(name, ttl, holder, role)? {
         return Ok(Some(issued(token)));
     }
     if deadline <= now {
@@ -669,7 +711,7 @@ fn acquire(name: Name, ttl: pg_sys::Datum, wait: pg_sys::Datum, holder: Option<p
         let head = is_head(name.hash(), ticket);
         if head || now - last_try >= RECHECK_US {
             last_try = now;
-            match try_take(name, ttl, holder, role) {
+            match attempt(name, ttl, holder, role) {
                 Ok(Attempt::Taken(token)) => break Ok(Some(issued(token))),
                 Ok(Attempt::Busy(Some(left))) if head => wake_at = wake_at.min(now.saturating_add(left)),
                 Ok(Attempt::Busy(_)) => {}

@@ -12,6 +12,8 @@
 //!   diagnostics are SQL);
 //! - [`lease`]: `rowversion.lease_acquire()` and friends, named locks with a lifetime and
 //!   fencing tokens;
+//! - [`fast_path`]: the planner fast path, the trigger's contract in the UPDATE's SET list;
+//! - [`merge_action`]: which MERGE action the trigger fires for;
 //! - [`version_column`]: which column, type and mode a trigger works on, cached per session;
 //! - [`report`]: raising errors that carry schema, table and column fields.
 
@@ -27,6 +29,7 @@ mod identity;
 mod jsonb;
 mod key;
 mod lease;
+mod merge_action;
 mod node;
 mod report;
 mod table;

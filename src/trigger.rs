@@ -14,6 +14,7 @@ use pgrx::trigger_support::{
 use pgrx::PgSqlErrorCode;
 
 use crate::encoding;
+use crate::merge_action;
 use crate::report::Report;
 use crate::version_column::{self, Mode, VersionColumn};
 
@@ -165,7 +166,8 @@ unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> R
         let stored = read_version(stored_row, tupdesc, column).unwrap_or(0);
         let next = column.version_type.next(stored);
 
-        let updated = (*data).tg_updatedcols;
+        // A MERGE's running action's own SET list, not the union of every action's.
+        let updated = merge_action::columns((*data).tg_trigger).unwrap_or((*data).tg_updatedcols);
         if !names_column(updated, column.attnum) {
             // Bookkeeping: an UPDATE of ignored columns only is not a change of the row.
             if column.ignored.cover(updated) {

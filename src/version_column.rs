@@ -138,22 +138,55 @@ const IGNORED_WORDS: usize =
 /// The columns whose updates alone neither move nor require the version, as the bits of
 /// `tg_updatedcols` (a Bitmapset of `attnum - FirstLowInvalidHeapAttributeNumber`), inline so
 /// that the per-row test touches no other memory.
+///
+/// A generated column is never in a SET list; it changes with the columns it is computed
+/// from. So an ignored column that a generated column is computed from counts as a change, and the generated columns themselves are left out of the SET list's columns:
+/// Postgres names every stored generated column in `tg_updatedcols` once the table has a
+/// BEFORE ROW UPDATE trigger (ours), whatever the SET list, and the fast path sees none.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct IgnoredColumns {
     words: [u64; IGNORED_WORDS],
+    generated: [u64; IGNORED_WORDS],
     any: bool,
 }
 
+/// Word and bit of column `attnum` in a mask offset as `tg_updatedcols` is.
+fn bit(attnum: i16) -> (usize, u64) {
+    let member = (i32::from(attnum) - pg_sys::FirstLowInvalidHeapAttributeNumber) as usize;
+    (member / 64, 1 << (member % 64))
+}
+
 impl IgnoredColumns {
-    const NONE: Self = Self { words: [0; IGNORED_WORDS], any: false };
+    const NONE: Self = Self { words: [0; IGNORED_WORDS], generated: [0; IGNORED_WORDS], any: false };
 
     fn insert(&mut self, attnum: i16) {
-        let member = (i32::from(attnum) - pg_sys::FirstLowInvalidHeapAttributeNumber) as usize;
-        self.words[member / 64] |= 1 << (member % 64);
+        let (word, bit) = bit(attnum);
+        self.words[word] |= bit;
         self.any = true;
     }
 
-    /// Whether the SET list `updated` names columns and every one of them is ignored.
+    /// Generated column `attnum`, computed from the columns of `sources` (a Bitmapset offset
+    /// the same way): its sources count as changes. (It cannot be ignored itself: a trigger's
+    /// WHEN clause cannot name a generated column.)
+    ///
+    /// # Safety
+    /// `sources` must be NULL or a valid Bitmapset.
+    unsafe fn add_generated(&mut self, attnum: i16, sources: *const pg_sys::Bitmapset) {
+        let (word, bit) = bit(attnum);
+        self.generated[word] |= bit;
+        if sources.is_null() {
+            return;
+        }
+        // SAFETY: a valid Bitmapset holds `nwords` words.
+        let sources = unsafe { (*sources).words.as_slice((*sources).nwords as usize) };
+        for (ignored, &source) in self.words.iter_mut().zip(sources) {
+            *ignored &= !source;
+        }
+        self.any = self.words.iter().any(|&w| w != 0);
+    }
+
+    /// Whether the SET list `updated` names columns and every one of them is ignored
+    /// (generated columns in `updated` are not the SET list's: see the type).
     ///
     /// # Safety
     /// `updated` must be NULL or a valid Bitmapset.
@@ -165,6 +198,7 @@ impl IgnoredColumns {
         let words = unsafe { (*updated).words.as_slice((*updated).nwords as usize) };
         let mut named = false;
         for (i, &word) in words.iter().enumerate() {
+            let word = word & !self.generated.get(i).copied().unwrap_or(0);
             let ignored = self.words.get(i).copied().unwrap_or(0);
             if word & !ignored != 0 {
                 return false;
@@ -272,12 +306,39 @@ unsafe fn resolve(rel: pg_sys::Relation, trigger: *const pg_sys::Trigger) -> Res
         let attnum = columns[0];
         let mut ignored = IgnoredColumns::NONE;
         columns[1..].iter().for_each(|&attnum| ignored.insert(attnum));
+        add_generated_columns(tupdesc, &mut ignored);
         let attribute = *attribute(tupdesc, attnum);
         let version_type = VersionType::from_oid(attribute.atttypid).ok_or_else(|| TriggerError::UnsupportedType {
             column: encoding::cstr_from_server_lossy(attribute.attname.data.as_ptr()),
             type_name: type_name(attribute.atttypid),
         })?;
         Ok(VersionColumn { relid: (*rel).rd_id, attnum, version_type, mode, ignored })
+    }
+}
+
+/// Adds the generated columns of `tupdesc` and the columns each is computed from (its
+/// expression's Vars) to `ignored`.
+///
+/// # Safety
+/// `tupdesc` must be the descriptor of an open relation.
+unsafe fn add_generated_columns(tupdesc: pg_sys::TupleDesc, ignored: &mut IgnoredColumns) {
+    // SAFETY: the descriptor's defaults, `num_defval` of them, each a node string; the
+    // expression and the Bitmapset are palloc'd in the current (statement or planner) context.
+    unsafe {
+        let constr = (*tupdesc).constr;
+        if constr.is_null() || (*constr).defval.is_null() {
+            return;
+        }
+        let defaults = std::slice::from_raw_parts((*constr).defval, usize::from((*constr).num_defval));
+        for default in defaults {
+            let attnum = default.adnum;
+            if attnum < 1 || i32::from(attnum) > (*tupdesc).natts || attribute(tupdesc, attnum).attgenerated == 0 {
+                continue;
+            }
+            let mut sources: *mut pg_sys::Bitmapset = std::ptr::null_mut();
+            pg_sys::pull_varattnos(pg_sys::stringToNode(default.adbin).cast(), 1, &mut sources);
+            ignored.add_generated(attnum, sources);
+        }
     }
 }
 
