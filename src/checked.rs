@@ -123,7 +123,14 @@ impl From<CheckedError> for Report {
             CheckedError::Call(error) => return error.into(),
             _ => {}
         }
-        Report::new(error.sqlstate(), error.to_string(), error.detail(), error.hint())
+        let not_found = matches!(error, CheckedError::NoSuchRow { .. });
+        let report = Report::new(error.sqlstate(), error.to_string(), error.detail(), error.hint());
+        // Behind an HTTP layer, a row that is not there is 404 (PostgREST says 500 for P0002).
+        if not_found {
+            report.with_status(404)
+        } else {
+            report
+        }
     }
 }
 

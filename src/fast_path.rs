@@ -9,7 +9,9 @@
 //! stored version (a Var of the row being updated, re-evaluated by EvalPlanQual against the
 //! newest row version under READ COMMITTED) and the stated one. `ExecutorStart_hook` then
 //! turns the trigger off for that statement's result relations, and only when the plan carries
-//! the expression: a plan made before the library was loaded keeps the trigger.
+//! the expression: a plan made before the library was loaded keeps the trigger. The same holds
+//! for each UPDATE in a data-modifying WITH (PostgREST writes every PATCH that way), which
+//! has a ModifyTable, result relations and trigger descriptors of its own.
 //!
 //! A partitioned table or an inheritance parent is rewritten too: the planner translates the
 //! SET list to every partition or child it updates, each result relation has its own trigger,
@@ -37,6 +39,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::fmgr::v1_function;
+use crate::http::{self, IfMatch};
 use crate::merge_action;
 use crate::node::{cells, is_node, result_relations};
 use crate::report::Report;
@@ -99,7 +102,7 @@ unsafe extern "C-unwind" fn plan(
         let rewritten = if FAST_PATH.get() { rewrite(parse) } else { None };
         let stmt = planner(parse);
         match rewritten {
-            Some(Rewritten { original, root }) if !(carries_version_check(stmt) && versioned_like_root(stmt, root)) => {
+            Some(Rewritten { original, statements }) if checked_statements(stmt) != Some(statements) => {
                 planner(original)
             }
             _ => stmt,
@@ -107,17 +110,53 @@ unsafe extern "C-unwind" fn plan(
     }
 }
 
-/// A Query whose SET lists [`rewrite`] changed, for an UPDATE of table `root`. Its plan is
-/// kept only if executor start will recognise it ([`carries_version_check`]: a plan shape it
-/// does not know, say from another extension's planner hook, would have both the expression
-/// and the trigger run) and every result relation is versioned as the root is. Otherwise
-/// `original`, the Query as it was, is planned instead. The result relations are known only
-/// after planning: the planner expands a partitioned table or inheritance parent, locking
-/// only the partitions it does not prune, and a child may have been added since the Query
-/// was parsed.
+/// A Query in which [`rewrite`] changed the SET lists of `statements` UPDATEs (the Query's
+/// own, and those of its data-modifying WITH). Its plan is kept only if executor start will
+/// recognise each of them ([`carries_version_check`]: a plan shape it does not know, say from
+/// another extension's planner hook, would have both the expression and the trigger run) and
+/// every result relation of each is versioned as its root is ([`checked_statements`]).
+/// Otherwise `original`, the Query as it was, is planned instead. The result relations are
+/// known only after planning: the planner expands a partitioned table or inheritance parent,
+/// locking only the partitions it does not prune, and a child may have been added since the
+/// Query was parsed.
 struct Rewritten {
     original: *mut pg_sys::Query,
-    root: pg_sys::Oid,
+    statements: usize,
+}
+
+/// The ModifyTable nodes of a plan: the statement's own, and those of its data-modifying
+/// WITH (each a subplan of its own).
+///
+/// # Safety
+/// `stmt` must be a planned statement.
+unsafe fn modify_tables(stmt: *mut pg_sys::PlannedStmt) -> impl Iterator<Item = *mut pg_sys::ModifyTable> {
+    // SAFETY: the plan's nodes, read as their tags say (a removed subplan is NULL).
+    unsafe {
+        std::iter::once((*stmt).planTree)
+            .chain(cells((*stmt).subplans).iter().map(|cell| cell.ptr_value as *mut pg_sys::Plan))
+            .filter(|&plan| is_node(plan.cast(), pg_sys::NodeTag::T_ModifyTable))
+            .map(|plan| plan as *mut pg_sys::ModifyTable)
+    }
+}
+
+/// How many ModifyTables of a rewritten statement's plan check versions, each of whose
+/// result relations is versioned as its root is (see [`Rewritten`]); `None` when one is not.
+///
+/// # Safety
+/// `stmt` must be the plan the planner just made for a rewritten Query; its relations are
+/// locked by the planner.
+unsafe fn checked_statements(stmt: *mut pg_sys::PlannedStmt) -> Option<usize> {
+    // SAFETY: forwarded.
+    unsafe {
+        let mut count = 0;
+        for mt in modify_tables(stmt).filter(|&mt| carries_version_check(mt)) {
+            if !versioned_like_root(stmt, mt) {
+                return None;
+            }
+            count += 1;
+        }
+        Some(count)
+    }
 }
 
 /// A V1 function of this library, as fmgr calls it.
@@ -236,22 +275,23 @@ unsafe fn versioning(rel: pg_sys::Relation, trigger: &pg_sys::Trigger) -> Option
     }
 }
 
-/// Whether every result relation of the planned UPDATE of `root` is `root` itself or has a
-/// version trigger that versions it as the root's does, and that the fast path may turn off
-/// (see [`Rewritten`]). A partitioned root is a result relation only when the planner pruned
-/// every partition.
+/// Whether every result relation of the planned UPDATE `mt` is its root (the table the
+/// statement names) itself or has a version trigger that versions it as the root's does, and
+/// that the fast path may turn off (see [`Rewritten`]). A partitioned root is a result
+/// relation only when the planner pruned every partition.
 ///
 /// # Safety
-/// `stmt` must be the plan the planner just made for a rewritten Query; its relations are
-/// locked by the planner.
-unsafe fn versioned_like_root(stmt: *mut pg_sys::PlannedStmt, root: pg_sys::Oid) -> bool {
+/// `mt` must be a ModifyTable of `stmt`, the plan the planner just made for a rewritten
+/// Query; its relations are locked by the planner.
+unsafe fn versioned_like_root(stmt: *mut pg_sys::PlannedStmt, mt: *mut pg_sys::ModifyTable) -> bool {
     // SAFETY: the plan tree as the planner made it, read as its tags say; every relation is
     // locked by the planner and closed again here.
     unsafe {
-        let top = (*stmt).planTree;
-        if !is_node(top.cast(), pg_sys::NodeTag::T_ModifyTable) {
+        let rtable = cells((*stmt).rtable);
+        let Some(root_entry) = ((*mt).nominalRelation as usize).checked_sub(1).and_then(|i| rtable.get(i)) else {
             return false;
-        }
+        };
+        let root = (*(root_entry.ptr_value as *mut pg_sys::RangeTblEntry)).relid;
         let root_rel = pg_sys::RelationIdGetRelation(root);
         if root_rel.is_null() {
             return false;
@@ -260,9 +300,8 @@ unsafe fn versioned_like_root(stmt: *mut pg_sys::PlannedStmt, root: pg_sys::Oid)
         let root_trigger = named_version_trigger(root_rel);
         let root_versioned = root_trigger.is_some();
         let root_versioning = root_trigger.and_then(|trigger| versioning(root_rel, trigger));
-        let rtable = cells((*stmt).rtable);
         let partitioned = (*(*root_rel).rd_rel).relkind == pg_sys::RELKIND_PARTITIONED_TABLE as std::ffi::c_char;
-        let all = cells((*(top as *mut pg_sys::ModifyTable)).resultRelations).iter().all(|cell| {
+        let all = cells((*mt).resultRelations).iter().all(|cell| {
             let Some(entry) = (cell.int_value as usize).checked_sub(1).and_then(|i| rtable.get(i)) else {
                 return false;
             };
@@ -317,12 +356,48 @@ unsafe fn set_lists(parse: *mut pg_sys::Query) -> impl Iterator<Item = *mut *mut
     }
 }
 
-/// Rewrites the SET lists of an UPDATE of a versioned table (see the module comment): all of
-/// them, or none when one cannot be.
+/// Rewrites the SET lists of the UPDATEs of versioned tables in a Query (see the module
+/// comment): its own, and those of its data-modifying WITH, which is how PostgREST writes
+/// every PATCH (`WITH pgrst_source AS (UPDATE ... RETURNING ...) SELECT ...`).
 ///
 /// # Safety
 /// `parse` must be a Query about to be planned.
 unsafe fn rewrite(parse: *mut pg_sys::Query) -> Option<Rewritten> {
+    // SAFETY: the Query and the Queries of its WITH, as the parser and rewriter left them;
+    // their SET lists are changed only after the whole Query has been copied.
+    unsafe {
+        let with = cells((*parse).cteList).iter().filter_map(|cell| {
+            let query = (*(cell.ptr_value as *mut pg_sys::CommonTableExpr)).ctequery;
+            is_node(query, pg_sys::NodeTag::T_Query).then_some(query as *mut pg_sys::Query)
+        });
+        let rewrites: Vec<Rewrite> = std::iter::once(parse).chain(with).filter_map(|query| prepare(query)).collect();
+        if rewrites.is_empty() {
+            return None;
+        }
+        let original = pg_sys::copyObjectImpl(parse.cast()).cast();
+        for rewrite in &rewrites {
+            for &(list, mode, stated) in &rewrite.set_lists {
+                add_next_version(list, rewrite.result, &rewrite.column, rewrite.next_version, mode, stated);
+            }
+        }
+        Some(Rewritten { original, statements: rewrites.len() })
+    }
+}
+
+/// How [`rewrite`] changes one UPDATE: each SET list with its mode and stated version.
+struct Rewrite {
+    result: c_int,
+    column: VersionColumn,
+    next_version: pg_sys::Oid,
+    set_lists: Vec<(*mut *mut pg_sys::List, i32, Option<*mut pg_sys::TargetEntry>)>,
+}
+
+/// How to rewrite the SET lists of an UPDATE of a versioned table: all of them, or none when
+/// one cannot be (`None`, also for any other statement).
+///
+/// # Safety
+/// `parse` must be a Query about to be planned, or one of its WITH.
+unsafe fn prepare(parse: *mut pg_sys::Query) -> Option<Rewrite> {
     // SAFETY: the Query, its range table and SET lists as the parser and rewriter left them;
     // the result relation is locked by them, so opening it with NoLock is safe.
     unsafe {
@@ -357,14 +432,10 @@ unsafe fn rewrite(parse: *mut pg_sys::Query) -> Option<Rewritten> {
         let argument_types = [type_oid, type_oid, pg_sys::OIDOID, pg_sys::TIDOID, pg_sys::INT4OID];
         let next_version = function_oid(c"next_version", &argument_types, rowversion_next_version)?;
         // All SET lists or none: one a multiple-column assignment sets is left to the trigger.
-        let modes = set_lists(parse)
+        let set_lists = set_lists(parse)
             .map(|list| mode_of(*list, &column).map(|(mode, stated)| (list, mode, stated)))
             .collect::<Option<Vec<_>>>()?;
-        let original = pg_sys::copyObjectImpl(parse.cast()).cast();
-        for (list, mode, stated) in modes {
-            add_next_version(list, result, &column, next_version, mode, stated);
-        }
-        Some(Rewritten { original, root: column.relid })
+        Some(Rewrite { result, column, next_version, set_lists })
     }
 }
 
@@ -484,18 +555,13 @@ unsafe fn add_next_version(
 /// in its SET lists.
 ///
 /// # Safety
-/// `stmt` must be a planned statement.
-unsafe fn carries_version_check(stmt: *mut pg_sys::PlannedStmt) -> bool {
+/// `mt` must be a ModifyTable of a planned statement.
+unsafe fn carries_version_check(mt: *mut pg_sys::ModifyTable) -> bool {
     // SAFETY: the plan tree as the planner made it; nodes are read as their tags say.
     unsafe {
-        let top = (*stmt).planTree;
-        if !is_node(top.cast(), pg_sys::NodeTag::T_ModifyTable) {
-            return false;
-        }
         // Checked at every execution: nothing allocated here.
-        let mt = top as *mut pg_sys::ModifyTable;
-        match (*stmt).commandType {
-            pg_sys::CmdType::CMD_UPDATE => computes_version((*top).lefttree),
+        match (*mt).operation {
+            pg_sys::CmdType::CMD_UPDATE => computes_version((*mt).plan.lefttree),
             pg_sys::CmdType::CMD_INSERT => marked((*mt).onConflictSet),
             pg_sys::CmdType::CMD_MERGE => cells((*mt).mergeActionLists).iter().any(|actions| {
                 cells(actions.ptr_value as *mut pg_sys::List)
@@ -567,22 +633,44 @@ unsafe fn planner_call(expr: *const pg_sys::Node) -> bool {
 
 #[pg_guard]
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: c_int) {
-    // SAFETY: the executor's arguments, passed on; afterwards the result relations of the
-    // statement's own ModifyTable are read (not those of a data-modifying WITH, which the
-    // planner hook did not rewrite), and the trigger flag of each cleared in its own copy of
-    // the trigger descriptor (InitResultRelInfo copies it per statement).
+    // SAFETY: the executor's arguments, passed on; afterwards the statement's plan and the
+    // states of its subplans (a data-modifying WITH), as executor start made them. Only a
+    // ModifyTable whose own plan computes versions has its triggers turned off.
     unsafe {
         match PREV_EXECUTOR_START {
             Some(previous) => previous(query_desc, eflags),
             None => pg_sys::standard_ExecutorStart(query_desc, eflags),
         }
-        if !carries_version_check((*query_desc).plannedstmt) {
+        let statement = (*query_desc).plannedstmt;
+        let top = (*statement).planTree;
+        if is_node(top.cast(), pg_sys::NodeTag::T_ModifyTable) && carries_version_check(top.cast()) {
+            skip_version_triggers((*query_desc).planstate);
+        } else {
             // The trigger versions this statement's rows: a MERGE tells it each action's own
             // columns.
             merge_action::track(query_desc);
-            return;
         }
-        for info in result_relations(query_desc) {
+        // The UPDATEs of a data-modifying WITH, each checked by its own plan.
+        for cell in cells((*(*query_desc).estate).es_subplanstates) {
+            let state = cell.ptr_value as *mut pg_sys::PlanState;
+            if is_node(state.cast(), pg_sys::NodeTag::T_ModifyTableState) && carries_version_check((*state).plan.cast())
+            {
+                skip_version_triggers(state);
+            }
+        }
+    }
+}
+
+/// Turns the version trigger off for the result relations of a ModifyTable whose plan
+/// computes versions, in their own copies of the trigger descriptor (InitResultRelInfo copies
+/// it per statement).
+///
+/// # Safety
+/// `state` must be the started state of such a ModifyTable.
+unsafe fn skip_version_triggers(state: *mut pg_sys::PlanState) {
+    // SAFETY: forwarded; each result relation is open and locked by the statement.
+    unsafe {
+        for info in result_relations(state) {
             if !info.ri_TrigDesc.is_null() && named_version_trigger(info.ri_RelationDesc).is_some() {
                 (*info.ri_TrigDesc).trig_update_before_row = false;
             }
@@ -638,21 +726,52 @@ v1_function! {
             let stored = stored_datum.map_or(0, |d| version_type.read(d));
             let next = version_type.next(stored);
             let supplied = args.datum(1).map(|d| version_type.read(d));
-            match (mode, supplied) {
-                (MODE_KEEP, _) => Ok(stored_datum),
-                (MODE_LENIENT, _) => Ok(Some(version_type.to_datum(next))),
-                (MODE_CHECK, Some(supplied)) if supplied == stored => Ok(Some(version_type.to_datum(next))),
-                (MODE_CHECK, Some(supplied)) if version_type.is_newer(supplied, stored) => Ok(args.datum(1)),
+            // Behind an HTTP layer, the request's If-Match states the version instead.
+            let if_match = if mode == MODE_CHECK { IfMatch::Absent } else { http::if_match() };
+            let accepted = match (mode, supplied) {
+                _ if !if_match.matches(stored) => None,
+                (MODE_KEEP, _) => {
+                    http::send_version(stored);
+                    return Ok(stored_datum);
+                }
+                (MODE_LENIENT, _) => Some(next),
+                (MODE_STRICT, _) if matches!(if_match, IfMatch::Tags { .. }) => Some(next),
+                (MODE_CHECK, Some(supplied)) if supplied == stored => Some(next),
+                (MODE_CHECK, Some(supplied)) if version_type.is_newer(supplied, stored) => Some(supplied),
+                _ => None,
+            };
+            let refusal = match (mode, supplied) {
+                _ if !if_match.matches(stored) => Refusal::PreconditionFailed,
+                (MODE_STRICT, _) => Refusal::VersionRequired,
+                (_, None) => Refusal::NullVersion,
+                (_, Some(supplied)) => Refusal::Conflict(supplied),
+            };
+            match accepted {
+                Some(version) => {
+                    http::send_version(version);
+                    Ok(Some(version_type.to_datum(version)))
+                }
                 // The trigger decides on the row it has locked, after waiting for a concurrent
                 // writer: so does this. A row that changed meanwhile is left to the executor,
                 // which the same write fails in the same way (skipped when deleted or no longer
                 // matching, re-evaluated here when updated, 27000 when a function of this
                 // statement changed it).
-                _ if !lock_row(args) => Ok(stored_datum),
-                _ => Err(refusal(args, mode, supplied, stored)),
+                None if !lock_row(args) => Ok(stored_datum),
+                None => Err(refused(args, refusal, stored)),
             }
         }
     }
+}
+
+/// Why `next_version()` refuses a row: the trigger's errors.
+#[derive(Clone, Copy)]
+enum Refusal {
+    VersionRequired,
+    NullVersion,
+    /// The stated version is stale.
+    Conflict(i64),
+    /// The request's If-Match names another version.
+    PreconditionFailed,
 }
 
 /// Whether the row being updated is still its table's newest version once locked, as the
@@ -696,12 +815,12 @@ unsafe fn lock_row(args: crate::fmgr::Args) -> bool {
 }
 
 /// The trigger's error for a row `next_version()` refuses: strict mode without a version, a
-/// NULL version, or a conflict (whose key comes from the stored row, fetched by its ctid),
-/// naming the row's own table and its version column.
+/// NULL version, a conflict or a failed If-Match (whose key comes from the stored row, fetched
+/// by its ctid), naming the row's own table and its version column.
 ///
 /// # Safety
 /// `args` must be those of a `next_version()` call the planner hook made.
-unsafe fn refusal(args: crate::fmgr::Args, mode: i32, supplied: Option<i64>, stored: i64) -> Report {
+unsafe fn refused(args: crate::fmgr::Args, refusal: Refusal, stored: i64) -> Report {
     // SAFETY: the row's table is locked by the UPDATE, and versioned by a trigger that the
     // plan was checked against (any change to it re-plans); the row at the ctid is the one
     // being updated, pinned while its key is read.
@@ -717,12 +836,14 @@ unsafe fn refusal(args: crate::fmgr::Args, mode: i32, supplied: Option<i64>, sto
             }
             return FastPathError::CalledDirectly.into();
         };
-        let report = match supplied {
-            _ if mode == MODE_STRICT => {
+        let report = match refusal {
+            Refusal::VersionRequired => {
                 trigger::report(rel, &column, |table, name| TriggerError::VersionRequired { table, column: name })
             }
-            None => trigger::report(rel, &column, |table, name| TriggerError::NullVersion { table, column: name }),
-            Some(supplied) => {
+            Refusal::NullVersion => {
+                trigger::report(rel, &column, |table, name| TriggerError::NullVersion { table, column: name })
+            }
+            Refusal::Conflict(_) | Refusal::PreconditionFailed => {
                 let mut tuple = pg_sys::HeapTupleData::default();
                 if let Some(row_id) = args.datum(3) {
                     tuple.t_self = *(row_id.cast_mut_ptr::<pg_sys::ItemPointerData>());
@@ -735,15 +856,19 @@ unsafe fn refusal(args: crate::fmgr::Args, mode: i32, supplied: Option<i64>, sto
                     &mut buffer,
                     false,
                 );
-                let report = if found {
-                    trigger::conflict(rel, &column, &mut tuple, supplied, stored)
-                } else {
-                    trigger::report(rel, &column, |table, _| TriggerError::Conflict {
+                let report = match (refusal, found) {
+                    (Refusal::Conflict(supplied), true) => {
+                        trigger::conflict(rel, &column, &mut tuple, supplied, stored)
+                    }
+                    (Refusal::Conflict(supplied), false) => trigger::report(rel, &column, |table, _| {
+                        TriggerError::Conflict { table, key: None, expected: supplied, found: None }
+                    }),
+                    (_, true) => trigger::precondition_failed(rel, &column, &mut tuple, stored),
+                    (_, false) => trigger::report(rel, &column, |table, _| TriggerError::PreconditionFailed {
                         table,
                         key: None,
-                        expected: supplied,
                         found: None,
-                    })
+                    }),
                 };
                 if found {
                     pg_sys::ReleaseBuffer(buffer);

@@ -105,6 +105,22 @@ impl Container {
 
     /// The value of `key` in this object, `None` when absent.
     pub fn get(self, key: &str) -> Option<Value> {
+        self.lookup(key).map(|value| Value::from(&value))
+    }
+
+    /// The bytes of the string value of `key` in this object (in the database encoding),
+    /// `None` when absent or not a string.
+    pub fn get_string<'a>(self, key: &str) -> Option<&'a [u8]> {
+        let value = self.lookup(key).filter(|value| value.type_ == pg_sys::jbvType::jbvString)?;
+        // SAFETY: a string value, read as its type says, points into the container, which
+        // lives as long as the document.
+        unsafe {
+            let string = value.val.string;
+            Some(std::slice::from_raw_parts(string.val.cast::<u8>(), string.len as usize))
+        }
+    }
+
+    fn lookup(self, key: &str) -> Option<pg_sys::JsonbValue> {
         let mut value = pg_sys::JsonbValue::default();
         // SAFETY: a lookup by an ASCII key (the same bytes in every server encoding) in a
         // valid object; the result points into the container.
@@ -116,7 +132,7 @@ impl Container {
                 &mut value,
             )
         };
-        (!found.is_null()).then(|| Value::from(&value))
+        (!found.is_null()).then_some(value)
     }
 
     /// This container as a jsonb Datum of its own (a palloc'd copy), for a statement.

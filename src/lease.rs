@@ -123,7 +123,13 @@ impl From<LeaseError> for Report {
             LeaseError::LockTimeout => (ERRCODE_LOCK_NOT_AVAILABLE as c_int, None, None),
             LeaseError::Spi(_) => (ERRCODE_INTERNAL_ERROR as c_int, None, None),
         };
-        Report::with_code(code, message, detail, hint.map(str::to_owned))
+        let report = Report::with_code(code, message, detail, hint.map(str::to_owned));
+        // Behind an HTTP layer, a fenced-off holder is 409: the lease is no longer its own.
+        if code == sqlstate(LEASE_NOT_HELD) {
+            report.with_status(409)
+        } else {
+            report
+        }
     }
 }
 

@@ -15,6 +15,7 @@
 //! - [`fast_path`]: the planner fast path, the trigger's contract in the UPDATE's SET list;
 //! - [`merge_action`]: which MERGE action the trigger fires for;
 //! - [`version_column`]: which column, type and mode a trigger works on, cached per session;
+//! - [`http`]: errors, If-Match and ETag for HTTP layers (`pg_rowversion.error_mapping`);
 //! - [`report`]: raising errors that carry schema, table and column fields.
 
 use pgrx::prelude::*;
@@ -25,6 +26,7 @@ mod enable;
 mod encoding;
 mod fast_path;
 mod fmgr;
+mod http;
 mod identity;
 mod jsonb;
 mod key;
@@ -53,6 +55,7 @@ pub extern "C-unwind" fn _PG_init() {
     // signature Postgres expects and lives as long as the library.
     unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget_relation), pg_sys::Datum::from(0)) };
     fast_path::install();
+    http::install();
 }
 
 /// Relcache invalidation: the table's definition changed (or, for InvalidOid, maybe all did),

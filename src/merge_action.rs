@@ -80,7 +80,7 @@ pub unsafe fn track(query_desc: *mut pg_sys::QueryDesc) {
         let memory = (*(*query_desc).estate).es_query_cxt;
         let mut statement = Statement { memory, actions: Vec::new(), running: Vec::new() };
         let old_context = pg_sys::MemoryContextSwitchTo(memory);
-        for info in result_relations(query_desc).iter() {
+        for info in result_relations((*query_desc).planstate).iter() {
             let Some(trigger) = version_trigger(info.ri_TrigDesc) else { continue };
             for action in update_actions(info) {
                 let projection = std::ptr::addr_of_mut!((*(*action).mas_proj).pi_state);

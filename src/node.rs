@@ -1,5 +1,5 @@
 //! Reading Postgres node trees: Lists and node tags (the WHEN clause of a trigger, a Query
-//! about to be planned, a plan), and the result relations of a started statement.
+//! about to be planned, a plan), and the result relations of a started ModifyTable.
 
 use pgrx::pg_sys;
 
@@ -24,16 +24,14 @@ pub unsafe fn is_node(node: *const pg_sys::Node, tag: pg_sys::NodeTag) -> bool {
     !node.is_null() && unsafe { (*node).type_ } == tag
 }
 
-/// The result relations of a started statement's own ModifyTable (not those of a
-/// data-modifying WITH); empty for any other statement.
+/// The result relations of a started ModifyTable; empty for any other plan state.
 ///
 /// # Safety
-/// `query_desc` must be a statement that executor start has started.
-pub unsafe fn result_relations<'a>(query_desc: *mut pg_sys::QueryDesc) -> &'a mut [pg_sys::ResultRelInfo] {
+/// `state` must be NULL or a plan state that executor start has made.
+pub unsafe fn result_relations<'a>(state: *mut pg_sys::PlanState) -> &'a mut [pg_sys::ResultRelInfo] {
     // SAFETY: the plan state as executor start made it, read as its tag says; a ModifyTable's
     // state holds `mt_nrels` result relations.
     unsafe {
-        let state = (*query_desc).planstate;
         if !is_node(state.cast(), pg_sys::NodeTag::T_ModifyTableState) {
             return &mut [];
         }

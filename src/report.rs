@@ -14,6 +14,7 @@ use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
 use crate::encoding;
+use crate::http::{self, ErrorMapping};
 
 /// What an error says, and optionally the column of a table it is about.
 pub struct Report {
@@ -24,6 +25,9 @@ pub struct Report {
     pub hint: Option<String>,
     /// (table, attnum): sets the error's schema, table and column fields.
     pub column: Option<(pg_sys::Oid, i16)>,
+    /// The HTTP status of an error a client caused, under an HTTP error mapping
+    /// (`pg_rowversion.error_mapping`, [`crate::http`]); `None` keeps the SQLSTATE there too.
+    pub status: Option<u16>,
 }
 
 impl Report {
@@ -33,12 +37,46 @@ impl Report {
 
     /// A report with a SQLSTATE of the extension's own (see [`sqlstate`]).
     pub fn with_code(code: c_int, message: String, detail: Option<String>, hint: Option<String>) -> Self {
-        Self { code, message, detail, hint, column: None }
+        Self { code, message, detail, hint, column: None, status: None }
     }
 
     /// The same report, naming column `attnum` of `relid` in its error fields.
     pub fn on_column(self, relid: pg_sys::Oid, attnum: i16) -> Self {
         Self { column: Some((relid, attnum)), ..self }
+    }
+
+    /// The same report, answered with HTTP `status` under an HTTP error mapping.
+    pub fn with_status(self, status: u16) -> Self {
+        Self { status: Some(status), ..self }
+    }
+
+    /// The report as raised under the error mapping in effect (see [`crate::http`]).
+    fn mapped(self) -> Self {
+        let Some(status) = self.status else { return self };
+        match http::mapping() {
+            ErrorMapping::Sqlstate => self,
+            ErrorMapping::PostgrestPt => {
+                let code = format!("PT{status}");
+                Self { code: sqlstate(code.as_bytes().try_into().unwrap_or(b"PT400")), ..self }
+            }
+            // PostgREST's RAISE 'PGRST': the body (its `code` the SQLSTATE the error has
+            // without a mapping) in the message, the status in the detail; it ignores the hint.
+            ErrorMapping::Postgrest => {
+                let optional = |text: &Option<String>| text.as_deref().map_or("null".into(), http::json_string);
+                let message = format!(
+                    "{{\"code\": {}, \"message\": {}, \"details\": {}, \"hint\": {}}}",
+                    http::json_string(&unpacked_sqlstate(self.code)),
+                    http::json_string(&self.message),
+                    optional(&self.detail),
+                    optional(&self.hint),
+                );
+                let detail = format!(
+                    "{{\"status\": {status}, \"status_text\": {}, \"headers\": {{}}}}",
+                    http::json_string(http::reason_phrase(status))
+                );
+                Self { code: sqlstate(b"PGRST"), message, detail: Some(detail), hint: None, ..self }
+            }
+        }
     }
 
     /// Raises the report as an `ERROR`, reporting the caller's source location (through
@@ -52,7 +90,7 @@ impl Report {
     pub fn raise(self) -> ! {
         let location = std::panic::Location::caller();
         // `self` is consumed here, so its Strings are freed before the jump.
-        let report = PallocReport::from(self);
+        let report = PallocReport::from(self.mapped());
         let file = palloc_cstring(location.file());
         // SAFETY: every pointer is a palloc'd NUL-terminated string or NULL (checked); the
         // relation is locked per this function's contract, so opening it with NoLock is
@@ -87,6 +125,11 @@ pub const fn sqlstate(code: &[u8; 5]) -> c_int {
         i += 1;
     }
     encoded
+}
+
+/// The five characters of a SQLSTATE encoded by [`sqlstate`].
+fn unpacked_sqlstate(code: c_int) -> String {
+    (0..5).map(|i| char::from((((code >> (6 * i)) & 0x3F) as u8).wrapping_add(b'0'))).collect()
 }
 
 /// Sends a NOTICE, in the database encoding.

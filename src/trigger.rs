@@ -14,6 +14,7 @@ use pgrx::trigger_support::{
 use pgrx::PgSqlErrorCode;
 
 use crate::encoding;
+use crate::http::{self, IfMatch};
 use crate::merge_action;
 use crate::report::Report;
 use crate::version_column::{self, Mode, VersionColumn};
@@ -34,6 +35,9 @@ pub enum TriggerError {
     /// `key` and `found` are `None` where the current role may not read them.
     #[error("row version conflict on table \"{table}\"")]
     Conflict { table: String, key: Option<String>, expected: i64, found: Option<i64> },
+    /// The request's If-Match names no version the row has (behind an HTTP layer).
+    #[error("If-Match precondition failed on table \"{table}\"")]
+    PreconditionFailed { table: String, key: Option<String>, found: Option<i64> },
 }
 
 impl TriggerError {
@@ -44,7 +48,20 @@ impl TriggerError {
             Self::UnsupportedType { .. } => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
             Self::VersionRequired { .. } => PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE,
             Self::NullVersion { .. } => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            Self::Conflict { .. } => PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+            Self::Conflict { .. } | Self::PreconditionFailed { .. } => {
+                PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE
+            }
+        }
+    }
+
+    /// The HTTP status under an HTTP error mapping (see [`crate::http`]).
+    fn status(&self) -> Option<u16> {
+        match self {
+            Self::VersionRequired { .. } => Some(428),
+            Self::NullVersion { .. } => Some(400),
+            Self::Conflict { .. } => Some(409),
+            Self::PreconditionFailed { .. } => Some(412),
+            _ => None,
         }
     }
 
@@ -62,6 +79,12 @@ impl TriggerError {
                     format!("Key {key}: expected version {expected}; the stored version is hidden.")
                 }
                 (None, None) => "Key and version hidden: the row has changed.".into(),
+            }),
+            Self::PreconditionFailed { key, found, .. } => Some(match (key, found) {
+                (Some(key), Some(found)) => format!("Key {key}: If-Match does not name version {found}."),
+                (None, Some(found)) => format!("If-Match does not name version {found}."),
+                (Some(key), None) => format!("Key {key}: If-Match does not name the stored version, which is hidden."),
+                (None, None) => "Key and version hidden: If-Match does not name the stored version.".into(),
             }),
             _ => None,
         }
@@ -83,6 +106,9 @@ impl TriggerError {
             Self::Conflict { .. } => {
                 Some("Re-read the row and retry with its current version.".into())
             }
+            Self::PreconditionFailed { .. } => {
+                Some("Re-read the row and send its ETag in If-Match.".into())
+            }
             Self::NotCalledAsRowTrigger => None,
         }
     }
@@ -90,7 +116,11 @@ impl TriggerError {
 
 impl From<TriggerError> for Report {
     fn from(error: TriggerError) -> Self {
-        Report::new(error.sqlstate(), error.to_string(), error.detail(), error.hint())
+        let report = Report::new(error.sqlstate(), error.to_string(), error.detail(), error.hint());
+        match error.status() {
+            Some(status) => report.with_status(status),
+            None => report,
+        }
     }
 }
 
@@ -169,25 +199,36 @@ unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> R
         // A MERGE's running action's own SET list, not the union of every action's.
         let updated = merge_action::columns((*data).tg_trigger).unwrap_or((*data).tg_updatedcols);
         if !names_column(updated, column.attnum) {
+            // Behind an HTTP layer, the request's If-Match states the version instead.
+            let if_match = http::if_match();
+            if !if_match.matches(stored) {
+                return Err(precondition_failed(rel, column, stored_row, stored));
+            }
             // Bookkeeping: an UPDATE of ignored columns only is not a change of the row.
             if column.ignored.cover(updated) {
+                http::send_version(stored);
                 return Ok(new_row);
             }
-            return match column.mode {
-                Mode::Lenient => Ok(with_version(new_row, tupdesc, column, next)),
-                Mode::Strict => {
-                    Err(report(rel, column, |table, name| TriggerError::VersionRequired { table, column: name }))
-                }
-            };
+            if column.mode == Mode::Strict && !matches!(if_match, IfMatch::Tags { .. }) {
+                return Err(report(rel, column, |table, name| TriggerError::VersionRequired { table, column: name }));
+            }
+            http::send_version(next);
+            return Ok(with_version(new_row, tupdesc, column, next));
         }
         match read_version(new_row, tupdesc, column) {
             None => Err(report(rel, column, |table, name| TriggerError::NullVersion { table, column: name })),
             // The version the writer read: the check passes, the version moves on.
-            Some(supplied) if supplied == stored => Ok(with_version(new_row, tupdesc, column, next)),
+            Some(supplied) if supplied == stored => {
+                http::send_version(next);
+                Ok(with_version(new_row, tupdesc, column, next))
+            }
             // A newer version, in serial-number order for the column's width, is the writer's
             // own next version: ORMs send `SET version = read + 1 WHERE id = ? AND version =
             // read` (or a time-based number) and their WHERE clause did the check. Kept as is.
-            Some(supplied) if column.version_type.is_newer(supplied, stored) => Ok(new_row),
+            Some(supplied) if column.version_type.is_newer(supplied, stored) => {
+                http::send_version(supplied);
+                Ok(new_row)
+            }
             Some(supplied) => Err(conflict(rel, column, stored_row, supplied, stored)),
         }
     }
@@ -325,11 +366,49 @@ pub unsafe fn conflict(
     supplied: i64,
     stored: i64,
 ) -> Report {
+    // SAFETY: forwarded.
+    unsafe {
+        row_error(rel, column, stored_row, stored, |table, key, found| TriggerError::Conflict {
+            table,
+            key,
+            expected: supplied,
+            found,
+        })
+    }
+}
+
+/// The error for `stored_row` of `rel`, whose version is `stored`, when the request's If-Match
+/// names another version.
+pub unsafe fn precondition_failed(
+    rel: pg_sys::Relation,
+    column: &VersionColumn,
+    stored_row: pg_sys::HeapTuple,
+    stored: i64,
+) -> Report {
+    // SAFETY: forwarded.
+    unsafe {
+        row_error(rel, column, stored_row, stored, |table, key, found| TriggerError::PreconditionFailed {
+            table,
+            key,
+            found,
+        })
+    }
+}
+
+/// The error `make(table, key, found)` about `stored_row` of `rel`, whose version is
+/// `stored`: the key and the stored version as the caller may see them.
+unsafe fn row_error(
+    rel: pg_sys::Relation,
+    column: &VersionColumn,
+    stored_row: pg_sys::HeapTuple,
+    stored: i64,
+    make: impl FnOnce(String, Option<String>, Option<i64>) -> TriggerError,
+) -> Report {
     // SAFETY: forwarded: `stored_row` is a row of the open `rel`.
     unsafe {
         let key = describe_key(rel, stored_row);
         let found = version_readable(rel, column.attnum).then_some(stored);
-        report(rel, column, |table, _| TriggerError::Conflict { table, key, expected: supplied, found })
+        report(rel, column, |table, _| make(table, key, found))
     }
 }
 
