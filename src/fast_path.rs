@@ -57,6 +57,11 @@ const MODE_STRICT: i32 = 1;
 const MODE_CHECK: i32 = 2;
 /// Only ignored columns are set: the version stays.
 const MODE_KEEP: i32 = 3;
+/// Or'ed to the mode for a MERGE action. After waiting for a concurrent update, MERGE
+/// re-evaluates an action with the target's stored values read from the newest row version
+/// but its row id still from the join's row (`ExecMergeMatched` does not refresh it), so a
+/// refusal follows the row's update chain (see [`lock_row`]).
+const MERGE_ACTION: i32 = 0x100;
 
 /// `pg_rowversion.fast_path`: off makes the planner leave UPDATEs to the trigger (for a
 /// session, a role or a database; for comparing the two paths).
@@ -377,7 +382,14 @@ unsafe fn rewrite(parse: *mut pg_sys::Query) -> Option<Rewritten> {
         let original = pg_sys::copyObjectImpl(parse.cast()).cast();
         for rewrite in &rewrites {
             for &(list, mode, stated) in &rewrite.set_lists {
-                add_next_version(list, rewrite.result, &rewrite.column, rewrite.next_version, mode, stated);
+                add_next_version(
+                    list,
+                    rewrite.result,
+                    &rewrite.column,
+                    rewrite.next_version,
+                    mode | rewrite.flags,
+                    stated,
+                );
             }
         }
         Some(Rewritten { original, statements: rewrites.len() })
@@ -387,6 +399,8 @@ unsafe fn rewrite(parse: *mut pg_sys::Query) -> Option<Rewritten> {
 /// How [`rewrite`] changes one UPDATE: each SET list with its mode and stated version.
 struct Rewrite {
     result: c_int,
+    /// [`MERGE_ACTION`] for a MERGE's SET lists.
+    flags: i32,
     column: VersionColumn,
     next_version: pg_sys::Oid,
     set_lists: Vec<(*mut *mut pg_sys::List, i32, Option<*mut pg_sys::TargetEntry>)>,
@@ -435,7 +449,8 @@ unsafe fn prepare(parse: *mut pg_sys::Query) -> Option<Rewrite> {
         let set_lists = set_lists(parse)
             .map(|list| mode_of(*list, &column).map(|(mode, stated)| (list, mode, stated)))
             .collect::<Option<Vec<_>>>()?;
-        Some(Rewrite { result, column, next_version, set_lists })
+        let flags = if (*parse).commandType == pg_sys::CmdType::CMD_MERGE { MERGE_ACTION } else { 0 };
+        Some(Rewrite { result, flags, column, next_version, set_lists })
     }
 }
 
@@ -716,7 +731,8 @@ v1_function! {
             let type_oid = pg_sys::get_fn_expr_rettype((*fcinfo).flinfo);
             let version_type = VersionType::from_oid(type_oid).ok_or(FastPathError::CalledDirectly)?;
             let stored_datum = args.datum(0);
-            let mode = args.datum(4).map_or(MODE_CHECK, |d| d.value() as i32 & 0xFFFF);
+            let flags = args.datum(4).map_or(MODE_CHECK, |d| d.value() as i32 & 0xFFFF);
+            let mode = flags & 0xFF;
             // A session replaying changes (session_replication_role = replica): the trigger
             // would not fire, and the row is written as stated.
             if pg_sys::SessionReplicationRole == pg_sys::SESSION_REPLICATION_ROLE_REPLICA as c_int {
@@ -756,7 +772,7 @@ v1_function! {
                 // which the same write fails in the same way (skipped when deleted or no longer
                 // matching, re-evaluated here when updated, 27000 when a function of this
                 // statement changed it).
-                None if !lock_row(args) => Ok(stored_datum),
+                None if !lock_row(args, (flags & MERGE_ACTION != 0).then_some(stored)) => Ok(stored_datum),
                 None => Err(refused(args, refusal, stored)),
             }
         }
@@ -779,13 +795,19 @@ enum Refusal {
 /// reports whether that transaction changed or deleted it (or a later command of this one
 /// did). Only a refusal pays for it; an accepted row is locked by the UPDATE itself.
 ///
+/// For a MERGE action (`merge_stored`: the stored version the action read), a row id whose
+/// row was updated meanwhile is followed to the newest version, locked: if that holds the
+/// version the action read, the action was evaluated on it (MERGE's re-evaluation after a
+/// concurrent update, with the join's stale row id) and the refusal stands.
+///
 /// # Safety
 /// `args` must be those of a `next_version()` call the planner hook made.
-unsafe fn lock_row(args: crate::fmgr::Args) -> bool {
+unsafe fn lock_row(args: crate::fmgr::Args, merge_stored: Option<i64>) -> bool {
     // SAFETY: the row's table is locked by the UPDATE and is a heap table (checked when the
-    // plan was made); the row id is the one being updated. The command id is the statement's
-    // own (its snapshot's), not one a function of the SET list may have moved on. The buffer
-    // pinned by heap_lock_tuple is released here.
+    // plan was made); the row id is the one being updated, and each next one comes from
+    // heap_lock_tuple. The command id is the statement's own (its snapshot's), not one a
+    // function of the SET list may have moved on. Each buffer pinned by heap_lock_tuple is
+    // released here, after the locked row's version is read from it.
     unsafe {
         let (Some(relid), Some(row_id)) = (args.oid(2), args.datum(3)) else { return true };
         let rel = pg_sys::RelationIdGetRelation(relid);
@@ -794,23 +816,56 @@ unsafe fn lock_row(args: crate::fmgr::Args) -> bool {
         }
         let mut tuple =
             pg_sys::HeapTupleData { t_self: *(row_id.cast_mut_ptr::<pg_sys::ItemPointerData>()), ..Default::default() };
-        let mut buffer: pg_sys::Buffer = 0;
-        let mut failure = pg_sys::TM_FailureData::default();
-        let result = pg_sys::heap_lock_tuple(
-            rel,
-            &mut tuple,
-            (*pg_sys::GetActiveSnapshot()).curcid,
-            pg_sys::LockTupleMode::LockTupleNoKeyExclusive,
-            pg_sys::LockWaitPolicy::LockWaitBlock,
-            false,
-            &mut buffer,
-            &mut failure,
-        );
-        if buffer != 0 {
-            pg_sys::ReleaseBuffer(buffer);
-        }
+        let mut followed = false;
+        let current = loop {
+            let mut buffer: pg_sys::Buffer = 0;
+            let mut failure = pg_sys::TM_FailureData::default();
+            let result = pg_sys::heap_lock_tuple(
+                rel,
+                &mut tuple,
+                (*pg_sys::GetActiveSnapshot()).curcid,
+                pg_sys::LockTupleMode::LockTupleNoKeyExclusive,
+                pg_sys::LockWaitPolicy::LockWaitBlock,
+                false,
+                &mut buffer,
+                &mut failure,
+            );
+            let outcome = match (result, merge_stored) {
+                (pg_sys::TM_Result::TM_Ok, _) if !followed => Some(true),
+                (pg_sys::TM_Result::TM_Ok, Some(stored)) => Some(locked_version(rel, &mut tuple) == Some(stored)),
+                (pg_sys::TM_Result::TM_Updated, Some(_))
+                    if !pg_sys::ItemPointerEquals(&mut failure.ctid, &mut tuple.t_self) =>
+                {
+                    tuple.t_self = failure.ctid;
+                    followed = true;
+                    None
+                }
+                _ => Some(false),
+            };
+            if buffer != 0 {
+                pg_sys::ReleaseBuffer(buffer);
+            }
+            if let Some(outcome) = outcome {
+                break outcome;
+            }
+        };
         pg_sys::RelationClose(rel);
-        result == pg_sys::TM_Result::TM_Ok
+        current
+    }
+}
+
+/// The version stored in `tuple`, a row of `rel` that `heap_lock_tuple` just returned (NULL
+/// counts as 0, as everywhere).
+///
+/// # Safety
+/// `rel` must be open and `tuple` one of its rows, its buffer pinned.
+unsafe fn locked_version(rel: pg_sys::Relation, tuple: &mut pg_sys::HeapTupleData) -> Option<i64> {
+    // SAFETY: forwarded; the version column comes from the table's own trigger.
+    unsafe {
+        let column = version_column::lookup(rel, named_version_trigger(rel)?).ok()?;
+        let mut isnull = false;
+        let datum = pg_sys::heap_getattr(tuple, column.attnum.into(), (*rel).rd_att, &mut isnull);
+        Some(if isnull { 0 } else { column.version_type.read(datum) })
     }
 }
 

@@ -216,11 +216,13 @@ pub fn send_version(version: i64) {
     if mapping() == ErrorMapping::Sqlstate {
         return;
     }
-    let rows = ETAG_ROWS.get().saturating_add(1);
-    set_local(c"pg_rowversion.etag_rows", &rows.to_string());
-    if rows > 2 {
+    // Past the second row nothing changes any more: a bulk UPDATE pays one read per row.
+    let rows = ETAG_ROWS.get();
+    if rows >= 2 {
         return;
     }
+    let rows = rows + 1;
+    set_local(c"pg_rowversion.etag_rows", &rows.to_string());
     // SAFETY: a GUC lookup that returns NULL for an unset name, copied out at once.
     let current = unsafe {
         let current = pg_sys::GetConfigOption(c"response.headers".as_ptr(), true, false);

@@ -270,8 +270,9 @@ unsafe fn wait_deadline(wait: pg_sys::Datum, now: pg_sys::TimestampTz) -> Result
 /// The statements of the lease functions, run as the table's owner. Every name qualified.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Statement {
-    /// ($1 name, $2 ttl, $3 holder, $4 role): takes a free or expired lease that no
-    /// transaction is fencing or taking; its new token.
+    /// ($1 name, $2 ttl, $3 holder, $4 role, $5 patient): takes a free or expired lease that
+    /// no transaction is fencing or taking (patient: only one free for a second already); its
+    /// new token.
     Take,
     /// The same for a name never acquired: token 1.
     Insert,
@@ -295,6 +296,8 @@ impl Statement {
                      SELECT name FROM rowversion.lease_state
                      WHERE name OPERATOR(pg_catalog.=) $1
                        AND (released OR expires_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp())
+                       AND (NOT $5 OR expires_at OPERATOR(pg_catalog.<=)
+                            (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) '1 s'::pg_catalog.interval))
                      FOR NO KEY UPDATE SKIP LOCKED),
                  now AS (SELECT pg_catalog.clock_timestamp() AS at)
                  UPDATE rowversion.lease_state AS l
@@ -347,9 +350,10 @@ impl Statement {
     }
 
     fn argument_types(self) -> &'static [pg_sys::Oid] {
-        use pg_sys::{INT8OID, INTERVALOID, OIDOID, TEXTOID};
+        use pg_sys::{BOOLOID, INT8OID, INTERVALOID, OIDOID, TEXTOID};
         match self {
-            Self::Take | Self::Insert => &[TEXTOID, INTERVALOID, TEXTOID, OIDOID],
+            Self::Take => &[TEXTOID, INTERVALOID, TEXTOID, OIDOID, BOOLOID],
+            Self::Insert => &[TEXTOID, INTERVALOID, TEXTOID, OIDOID],
             Self::State | Self::Check | Self::Break => &[TEXTOID],
             Self::Renew => &[TEXTOID, INT8OID, INTERVALOID],
             Self::Release => &[TEXTOID, INT8OID],
@@ -599,7 +603,13 @@ enum Attempt {
     Busy(Option<i64>),
 }
 
-fn try_take(name: Name, ttl: pg_sys::Datum, holder: Option<pg_sys::Datum>, role: pg_sys::Oid) -> Result<Attempt> {
+fn try_take(
+    name: Name,
+    ttl: pg_sys::Datum,
+    holder: Option<pg_sys::Datum>,
+    role: pg_sys::Oid,
+    patient: bool,
+) -> Result<Attempt> {
     // SAFETY: an interval and a text Datum that live for the rest of this call.
     let (ttl, holder) = unsafe {
         (
@@ -610,7 +620,7 @@ fn try_take(name: Name, ttl: pg_sys::Datum, holder: Option<pg_sys::Datum>, role:
             },
         )
     };
-    let args = [name.arg(), ttl, holder, role.into()];
+    let args = [name.arg(), ttl, holder, role.into(), patient.into()];
     // No statement here waits for another transaction (SKIP LOCKED, a plain read; the INSERT
     // only for a name that has no row yet): a wait would consume the latch a waker sets.
     as_lease_owner(|client| {
@@ -625,7 +635,7 @@ fn try_take(name: Name, ttl: pg_sys::Datum, holder: Option<pg_sys::Datum>, role:
             return Ok(Attempt::Busy(rows.first().get_one::<i64>()?));
         }
         let plan = prepared(client, Statement::Insert)?;
-        let rows = client.update(&*plan, Some(1), &args)?;
+        let rows = client.update(&*plan, Some(1), &args[..4])?;
         Ok(if rows.is_empty() {
             Attempt::Busy(None)
         } else {
@@ -642,7 +652,13 @@ fn try_take(name: Name, ttl: pg_sys::Datum, holder: Option<pg_sys::Datum>, role:
 /// ends), that lock would block the holder's `lease_check` and `lease_release`. Rolling the
 /// attempt back releases it. Only the attempt's own rollback wakes nobody: it changed nothing
 /// a waiter could take (a waiter that skipped the row re-reads within a second).
-fn attempt(name: Name, ttl: pg_sys::Datum, holder: Option<pg_sys::Datum>, role: pg_sys::Oid) -> Result<Attempt> {
+fn attempt(
+    name: Name,
+    ttl: pg_sys::Datum,
+    holder: Option<pg_sys::Datum>,
+    role: pg_sys::Oid,
+    patient: bool,
+) -> Result<Attempt> {
     // SAFETY: the subtransaction is begun here and ended here on every path, an ERROR
     // included (rolled back, then re-raised), with the caller's memory context and resource
     // owner restored, as PL/Python's subtransactions do.
@@ -662,7 +678,7 @@ fn attempt(name: Name, ttl: pg_sys::Datum, holder: Option<pg_sys::Datum>, role: 
         };
         pg_sys::BeginInternalSubTransaction(std::ptr::null());
         pg_sys::MemoryContextSwitchTo(context);
-        let outcome = pgrx::PgTryBuilder::new(|| try_take(name, ttl, holder, role))
+        let outcome = pgrx::PgTryBuilder::new(|| try_take(name, ttl, holder, role, patient))
             .catch_others(|error| {
                 end(false);
                 error.rethrow()
@@ -688,7 +704,7 @@ fn acquire(name: Name, ttl: pg_sys::Datum, wait: pg_sys::Datum, holder: Option<p
     // SAFETY: `wait` is an interval.
     let deadline = unsafe { wait_deadline(wait, now)? };
     wake_at_end(name.hash());
-    if let Attempt::Taken(token) = attempt(name, ttl, holder, role)? {
+    if let Attempt::Taken(token) = attempt(name, ttl, holder, role, false)? {
         return Ok(Some(issued(token)));
     }
     if deadline <= now {
@@ -717,7 +733,10 @@ fn acquire(name: Name, ttl: pg_sys::Datum, wait: pg_sys::Datum, holder: Option<p
         let head = is_head(name.hash(), ticket);
         if head || now - last_try >= RECHECK_US {
             last_try = now;
-            match attempt(name, ttl, holder, role) {
+            // A waiter behind the head takes only a lease free for a second already: the head,
+            // woken within milliseconds of a release, goes first (fairness), while a waiter
+            // whose head waits for another name of the same hash still gets its own.
+            match attempt(name, ttl, holder, role, !head) {
                 Ok(Attempt::Taken(token)) => break Ok(Some(issued(token))),
                 Ok(Attempt::Busy(Some(left))) if head => wake_at = wake_at.min(now.saturating_add(left)),
                 Ok(Attempt::Busy(_)) => {}

@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import threading
 import time
 
 import psycopg
@@ -21,13 +22,14 @@ def admin(dsn):
         yield conn
 
 
-def wait_until(predicate, timeout=30.0, what="condition"):
-    """Polls a condition that another session brings about (a lock wait, a disconnect)."""
+def wait_until(predicate, timeout=30.0, what="condition", interval=0.02):
+    """Polls a condition that another session brings about (a lock wait, a disconnect), every
+    `interval` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(interval)
 
 
 def is_waiting_for_lock(admin, pid):
@@ -47,3 +49,27 @@ def restart_server(mode="fast"):
     if os.geteuid() == 0:
         command = ["sudo", "-u", "postgres"] + command
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+
+
+class Background:
+    """Runs fn in a thread; result, error and the monotonic time it finished."""
+
+    def __init__(self, fn):
+        self.result = self.error = self.finished = None
+        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self.thread.start()
+
+    def _run(self, fn):
+        try:
+            self.result = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            self.error = e
+        self.finished = time.monotonic()
+
+    def join(self, timeout=30):
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "background call did not return"
+        return self
+
+    def done(self):
+        return not self.thread.is_alive()

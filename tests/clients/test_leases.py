@@ -1,10 +1,12 @@
 """Leases with fencing tokens (rowversion.lease_*): the proof that a paused holder's late write
-is refused, wake-up latency, interruption of a waiting lease_acquire, no session state,
-fairness, tokens that survive a restart and a crash, and the error table."""
+is refused, wake-up latency, interruption of a waiting lease_acquire, holders that never wait
+for waiters (also under churn), no session state, fairness (also with 200 waiters), tokens
+that survive a restart and a crash, and the error table."""
 
 import multiprocessing
 import multiprocessing.connection
 import os
+import random
 import signal
 import threading
 import time
@@ -15,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from conftest import restart_server, wait_until
+from conftest import Background, restart_server, wait_until
 
 RV001 = "RV001"
 
@@ -58,30 +60,6 @@ def sqlstate(call):
     except psycopg.Error as e:
         return e.sqlstate
     raise AssertionError("no error raised")
-
-
-class Background:
-    """Runs fn in a thread; result, error and the monotonic time it finished."""
-
-    def __init__(self, fn):
-        self.result = self.error = self.finished = None
-        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
-        self.thread.start()
-
-    def _run(self, fn):
-        try:
-            self.result = fn()
-        except BaseException as e:  # noqa: BLE001 - handed to the test
-            self.error = e
-        self.finished = time.monotonic()
-
-    def join(self, timeout=30):
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "background call did not return"
-        return self
-
-    def done(self):
-        return not self.thread.is_alive()
 
 
 def crash_and_recover():
@@ -407,6 +385,147 @@ def test_a_waiter_does_not_block_the_holder(admin, dsn):
         assert release(other, name, waiter.result) is True
 
 
+CHURN_NAMES = 4
+CHURN_CLIENTS = 24          # 6 per lease: one holds it, the others wait
+CHURN_SECONDS = 8.0
+CHURN_TTL = "5 s"
+CHURN_WAIT = 3.0            # seconds a client waits in lease_acquire
+HOLDER_LOCK_TIMEOUT = "2s"
+HOLDER_LIMIT = 1.0          # seconds any holder operation may take: well under the lock_timeout
+CALL_SLACK = 1.5            # seconds an acquire may return after its wait on a busy 2-core machine
+
+# The row locks on rowversion.lease_state right now: per lease, each locking transaction and
+# the sessions running it (row_locks() knows top-level transactions; a subtransaction's lock
+# is found through the lock on its own transaction id).
+ROW_LOCKS = """
+    SELECT n.name, l.locker::text,
+           l.pids || ARRAY(SELECT k.pid FROM pg_locks k
+                           WHERE k.locktype = 'transactionid' AND k.transactionid = l.locker
+                             AND k.mode = 'ExclusiveLock' AND k.granted)
+    FROM unnest(%s::text[]) AS n(name),
+         LATERAL rowversion.row_locks('rowversion.lease_state', jsonb_build_object('name', n.name)) AS l"""
+# Sessions asleep in lease_acquire (on their latch: wait_event_type Extension).
+SLEEPING_IN_ACQUIRE = """
+    SELECT pid FROM pg_stat_activity
+    WHERE state = 'active' AND wait_event_type = 'Extension' AND query LIKE '%lease_acquire(%'
+      AND pid <> pg_backend_pid()"""
+
+
+def test_under_churn_a_holder_never_waits_for_a_waiter(admin, dsn):
+    """24 clients take 4 leases in turn for 8 seconds: acquire (waiting up to 3 s), then in one
+    transaction with lock_timeout 2 s lease_check, lease_renew and lease_release. What a holder
+    would notice: its lease_check, renew or release waiting for a client that is only waiting
+    for the lease, until lock_timeout (55P03) or that client's wait ends. That happened when a
+    waiter lost a race (another took the lease between the waiter's snapshot and its row lock)
+    and slept holding the lock it had taken on the lease's row. Meanwhile a sampler looks, about
+    300 times a second, for a session asleep in lease_acquire that holds a row lock on
+    rowversion.lease_state: there must be none. Every acquire returns a token within its wait or
+    NULL at its end, and each lease's tokens increase in the order they were handed out."""
+    names = [unique(f"churn{i}") for i in range(CHURN_NAMES)]
+    for name in names:   # every lease has its row before row_locks() looks for it
+        assert release(admin, name, acquire(admin, name, "1 s")) is True
+    deadline = time.monotonic() + CHURN_SECONDS
+    lock = threading.Lock()
+    acquisitions = []      # (name, token, server time right after the acquisition)
+    acquires = []          # (token or None, seconds the call took)
+    holder_calls = []      # (operation, seconds, result)
+    failures = []          # (client, operation, exception)
+
+    def client(i, conn):
+        name = names[i % CHURN_NAMES]
+        work = random.Random(i)
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            try:
+                token, at = conn.execute(
+                    "SELECT token, clock_timestamp() FROM (SELECT rowversion.lease_acquire(%s, %s::interval, "
+                    "%s::interval, %s) AS token OFFSET 0) AS acquired",
+                    (name, CHURN_TTL, f"{CHURN_WAIT} s", f"client {i}")).fetchone()
+            except psycopg.Error as e:
+                with lock:
+                    failures.append((i, "lease_acquire", e))
+                return
+            with lock:
+                acquires.append((token, time.monotonic() - started))
+                if token is not None:
+                    acquisitions.append((name, token, at))
+            if token is None:
+                continue
+            operation = "lease_check"
+            try:
+                with conn.transaction():
+                    conn.execute(f"SET LOCAL lock_timeout = '{HOLDER_LOCK_TIMEOUT}'")
+                    for operation, call in [("lease_check", lambda: check(conn, name, token)),
+                                            ("lease_renew", lambda: renew(conn, name, token, CHURN_TTL)),
+                                            ("lease_release", lambda: release(conn, name, token))]:
+                        started = time.monotonic()
+                        result = call()
+                        with lock:
+                            holder_calls.append((operation, time.monotonic() - started, result))
+                        if operation == "lease_check":
+                            time.sleep(work.uniform(0, 0.01))   # the protected write
+            except psycopg.Error as e:
+                with lock:
+                    failures.append((i, operation, e))
+                return
+
+    sleeping_holders = []    # (lease, locking transaction, pid): the defect
+    samples = {"taken": 0, "with sleepers": 0, "with row locks": 0}
+
+    def sampler(conn):
+        while time.monotonic() < deadline:
+            # A lock held before and after a moment at which its session slept in
+            # lease_acquire was held while it slept: an attempt's own row lock is gone
+            # before the waiter sleeps again.
+            before = {(name, locker, pid) for name, locker, pids in conn.execute(ROW_LOCKS, (names,))
+                      for pid in pids}
+            sleeping = {pid for (pid,) in conn.execute(SLEEPING_IN_ACQUIRE)}
+            after = {(name, locker, pid) for name, locker, pids in conn.execute(ROW_LOCKS, (names,))
+                     for pid in pids}
+            samples["taken"] += 1
+            samples["with sleepers"] += bool(sleeping)
+            samples["with row locks"] += bool(before)
+            sleeping_holders.extend(lock for lock in before & after if lock[2] in sleeping)
+
+    conns = [connect(dsn, application_name=f"churn {i}") for i in range(CHURN_CLIENTS)]
+    watcher = connect(dsn)
+    try:
+        threads = [Background(lambda i=i: client(i, conns[i])) for i in range(CHURN_CLIENTS)]
+        watching = Background(lambda: sampler(watcher))
+        for thread in threads + [watching]:
+            thread.join(timeout=CHURN_SECONDS + CHURN_WAIT + 20)
+            assert thread.error is None, thread.error
+    finally:
+        for conn in conns + [watcher]:
+            conn.close()
+
+    timeouts = [f for f in failures if getattr(f[2], "sqlstate", None) == "55P03"]
+    assert not timeouts, f"a holder waited {HOLDER_LOCK_TIMEOUT} (lock_timeout): {timeouts}"
+    assert not failures, failures
+    assert not sleeping_holders, \
+        f"sessions asleep in lease_acquire held row locks on rowversion.lease_state: {sleeping_holders}"
+    # The holders' calls: quick, and all of them succeeded (a holder renews and releases well
+    # within its ttl).
+    slowest = max(holder_calls, key=lambda call: call[1])
+    assert slowest[1] < HOLDER_LIMIT, f"a holder's {slowest[0]} took {slowest[1]:.3f} s"
+    assert all(result is not False for _, _, result in holder_calls), \
+        [call for call in holder_calls if call[2] is False]
+    # Every acquire returned a token within its wait, or NULL at its wait.
+    for token, seconds in acquires:
+        if token is None:
+            assert CHURN_WAIT - 0.05 <= seconds <= CHURN_WAIT + CALL_SLACK, seconds
+        else:
+            assert seconds <= CHURN_WAIT + CALL_SLACK, seconds
+    # Per lease, tokens strictly increase in the order the server handed them out.
+    for name in names:
+        tokens = [token for _, token, _ in sorted((a for a in acquisitions if a[0] == name), key=lambda a: a[2])]
+        assert all(a < b for a, b in zip(tokens, tokens[1:])), (name, tokens)
+    # The run did what it is for: many hand-overs, waiters asleep while the sampler looked,
+    # and row locks it could see.
+    assert len(acquisitions) >= 100, len(acquisitions)
+    assert samples["with sleepers"] >= 50 and samples["with row locks"] >= 10, samples
+
+
 # ---------------------------------------------------------------------------------------------
 # d. No session state: a token works from any session.
 
@@ -460,6 +579,61 @@ def test_waiters_are_served_in_arrival_order(admin, dsn):
         assert [i for i, _ in order] == [0, 1, 2, 3]
         tokens = [got for _, got in order]
         assert tokens == sorted(tokens) and tokens[0] > token
+    finally:
+        holder.close()
+        for conn in conns:
+            conn.close()
+
+
+MANY_WAITERS = int(os.environ.get("LEASE_WAITERS", "200"))
+MANY_WAIT = "90 s"
+
+
+def test_two_hundred_waiters_are_served_in_arrival_order(admin, dsn):
+    """One holder, 200 sessions queued behind it (LEASE_WAITERS changes the number): when the
+    holder releases, every waiter gets the lease in the order it arrived, each releasing it
+    right away, all within their wait; the holder's release returns at once, however long the
+    queue."""
+    needed = MANY_WAITERS + 30
+    max_connections = int(admin.execute("SHOW max_connections").fetchone()[0])
+    if max_connections < needed:
+        pytest.fail(f"this test opens {MANY_WAITERS + 2} connections and needs max_connections >= {needed}; "
+                    f"the server has {max_connections}: start it with max_connections=260, as scripts/test does")
+    name = unique("many")
+    holder, token = held(dsn, name)
+    conns = []
+    try:
+        conns = [connect(dsn, application_name=f"waiter {i}") for i in range(MANY_WAITERS)]
+        served, lock = [], threading.Lock()
+
+        def wait_then_release(i):
+            started = time.monotonic()
+            got = acquire(conns[i], name, "30 s", MANY_WAIT, holder=f"waiter {i}")
+            waited = time.monotonic() - started
+            with lock:
+                served.append((i, got, waited))
+            return release(conns[i], name, got) if got is not None else None
+
+        waiters = []
+        for i in range(MANY_WAITERS):
+            waiters.append(Background(lambda i=i: wait_then_release(i)))
+            wait_until(lambda: waiting(admin, name) == i + 1, timeout=10, what=f"waiter {i} to queue",
+                       interval=0.002)
+        started = time.monotonic()
+        assert release(holder, name, token) is True
+        release_took = time.monotonic() - started
+        for waiter in waiters:
+            waiter.join(timeout=100)
+            assert waiter.error is None, waiter.error
+            assert waiter.result is True, "a waiter could not release the lease it was given"
+        assert release_took < 1.0, f"the holder's release took {release_took:.3f} s with {MANY_WAITERS} waiters"
+        assert all(got is not None for _, got, _ in served), [s for s in served if s[1] is None]
+        assert [i for i, _, _ in served] == list(range(MANY_WAITERS)), \
+            f"not served in arrival order: {[i for i, _, _ in served]}"
+        tokens = [got for _, got, _ in served]
+        assert tokens[0] > token and all(a < b for a, b in zip(tokens, tokens[1:])), tokens
+        assert max(waited for _, _, waited in served) < 90
+        assert waiting(admin, name) == 0
     finally:
         holder.close()
         for conn in conns:
