@@ -742,8 +742,9 @@ v1_function! {
             let stored = stored_datum.map_or(0, |d| version_type.read(d));
             let next = version_type.next(stored);
             let supplied = args.datum(1).map(|d| version_type.read(d));
-            // Behind an HTTP layer, the request's If-Match states the version instead.
-            let if_match = if mode == MODE_CHECK { IfMatch::Absent } else { http::if_match() };
+            // Behind an HTTP layer, the request's If-Match is a precondition, and states the
+            // version for an UPDATE that does not.
+            let if_match = http::if_match();
             let accepted = match (mode, supplied) {
                 _ if !if_match.matches(stored) => None,
                 (MODE_KEEP, _) => {

@@ -12,8 +12,9 @@
 //!   and a JSON detail (`status`, `status_text`, `headers`), PostgREST v12 and later;
 //! - `postgrest_pt`: SQLSTATE `PTnnn`, status nnn, every PostgREST since v0.4.4.
 //!
-//! Under either, an UPDATE that does not state the version is checked against the request's
-//! `If-Match` header (`request.headers`, which PostgREST sets per request), and a versioned
+//! Under either, an UPDATE is checked against the request's `If-Match` header (`request.headers`,
+//! which PostgREST sets per request), one that does not state the version as if it stated the
+//! header's, and a versioned
 //! UPDATE sends the row's new version as `ETag` (`response.headers`, which PostgREST reads in
 //! the same statement).
 
@@ -101,7 +102,8 @@ pub fn json_string(text: &str) -> String {
     quoted
 }
 
-/// The most entity tags of one `If-Match` header that are compared; more are refused.
+/// The most entity tags of one `If-Match` header that are compared; those past it never
+/// match.
 const MAX_TAGS: usize = 16;
 
 /// What the request's `If-Match` header asks of the row being updated (RFC 9110, 13.1.1).
@@ -138,7 +140,10 @@ impl IfMatch {
             let Some(opaque) = tag.strip_prefix(b"\"").and_then(|t| t.strip_suffix(b"\"")) else {
                 continue; // weak (W/"...") or malformed: never matches
             };
-            let version = std::str::from_utf8(opaque).ok().and_then(|text| text.parse::<i64>().ok());
+            // Strong comparison is byte for byte: only the ETag's own text (`"3"`, not `"03"`).
+            let version = std::str::from_utf8(opaque)
+                .ok()
+                .and_then(|text| text.parse::<i64>().ok().filter(|version| version.to_string() == text));
             if let (Some(version), Self::Tags { versions, count }) = (version, &mut tags) {
                 if *count < MAX_TAGS {
                     versions[*count] = version;
@@ -271,6 +276,7 @@ mod unit_tests {
         assert!(tags.matches(3) && tags.matches(-7));
         assert!(!tags.matches(4), "a weak tag never matches");
         assert!(!IfMatch::parse(b"3").matches(3), "an unquoted tag is malformed");
+        assert!(!IfMatch::parse(br#""03", "+3""#).matches(3), "strong comparison is byte for byte");
         assert!(!IfMatch::parse(b"").matches(1));
         assert!(IfMatch::Absent.matches(1));
     }

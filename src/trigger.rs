@@ -198,12 +198,13 @@ unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> R
 
         // A MERGE's running action's own SET list, not the union of every action's.
         let updated = merge_action::columns((*data).tg_trigger).unwrap_or((*data).tg_updatedcols);
+        // Behind an HTTP layer, the request's If-Match is a precondition, and states the
+        // version for an UPDATE that does not.
+        let if_match = http::if_match();
+        if !if_match.matches(stored) {
+            return Err(precondition_failed(rel, column, stored_row, stored));
+        }
         if !names_column(updated, column.attnum) {
-            // Behind an HTTP layer, the request's If-Match states the version instead.
-            let if_match = http::if_match();
-            if !if_match.matches(stored) {
-                return Err(precondition_failed(rel, column, stored_row, stored));
-            }
             // Bookkeeping: an UPDATE of ignored columns only is not a change of the row.
             if column.ignored.cover(updated) {
                 http::send_version(stored);

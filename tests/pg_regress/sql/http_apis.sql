@@ -57,6 +57,10 @@ SELECT * FROM http_outcome(:'patch', '"1"');
 SELECT * FROM http_outcome(:'patch', 'W/"2"');
 SELECT * FROM http_outcome(:'patch', '2');
 SELECT * FROM http_outcome(:'patch', '"5", "2"');
+-- Strong comparison is byte for byte; and If-Match holds for an UPDATE that states the
+-- version too.
+SELECT * FROM http_outcome(:'patch', '"02"');
+SELECT * FROM http_outcome($$UPDATE products SET price = 1, version = 2 WHERE id = 1$$, '"1"');
 -- If-Match: * and no If-Match state no version: lenient mode increments, as ever.
 SELECT * FROM http_outcome(:'patch', '*');
 SELECT * FROM http_outcome(:'patch');
