@@ -618,6 +618,10 @@ def roles(admin):
     authenticator, anon = f"pgrst_authenticator_{RUN}", f"pgrst_anon_{RUN}"
     admin.execute(f"CREATE ROLE {anon} NOLOGIN")
     admin.execute(f"CREATE ROLE {authenticator} LOGIN NOINHERIT")
+    # The library loaded at login, as the README tells users without shared_preload_libraries
+    # who want the fast path (and settings of the impersonated roles, which PostgREST reads
+    # through pg_settings): the same on the plain and the preloaded test servers.
+    admin.execute(f"ALTER ROLE {authenticator} SET session_preload_libraries = 'pg_rowversion'")
     admin.execute(f"GRANT {anon} TO {authenticator}")
     try:
         yield authenticator, anon
@@ -631,7 +635,7 @@ def roles(admin):
 def path(request, admin, roles):
     """Each case through the trigger and through the fast path: `ALTER ROLE anon SET
     pg_rowversion.fast_path`, which PostgREST re-applies per request as an impersonated role's
-    setting (it is a user setting listed in pg_settings, the library being preloaded)."""
+    setting (it is a user setting listed in pg_settings, the library being loaded at login)."""
     admin.execute(f"ALTER ROLE {roles[1]} SET pg_rowversion.fast_path = {PATHS[request.param]}")
     return request.param
 
