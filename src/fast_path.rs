@@ -744,29 +744,24 @@ v1_function! {
             let supplied = args.datum(1).map(|d| version_type.read(d));
             // Behind an HTTP layer, the request's If-Match is a precondition, and states the
             // version for an UPDATE that does not.
-            let if_match = http::if_match();
+            let http = http::active();
+            let if_match = if http { http::if_match() } else { IfMatch::Absent };
             let accepted = match (mode, supplied) {
                 _ if !if_match.matches(stored) => None,
-                (MODE_KEEP, _) => {
-                    http::send_version(stored);
-                    return Ok(stored_datum);
-                }
+                (MODE_KEEP, _) => Some(stored),
                 (MODE_LENIENT, _) => Some(next),
                 (MODE_STRICT, _) if matches!(if_match, IfMatch::Tags { .. }) => Some(next),
                 (MODE_CHECK, Some(supplied)) if supplied == stored => Some(next),
                 (MODE_CHECK, Some(supplied)) if version_type.is_newer(supplied, stored) => Some(supplied),
                 _ => None,
             };
-            let refusal = match (mode, supplied) {
-                _ if !if_match.matches(stored) => Refusal::PreconditionFailed,
-                (MODE_STRICT, _) => Refusal::VersionRequired,
-                (_, None) => Refusal::NullVersion,
-                (_, Some(supplied)) => Refusal::Conflict(supplied),
-            };
             match accepted {
                 Some(version) => {
-                    http::send_version(version);
-                    Ok(Some(version_type.to_datum(version)))
+                    if http {
+                        http::send_version(version);
+                    }
+                    // A kept version stays as stored (a NULL too).
+                    Ok(if mode == MODE_KEEP { stored_datum } else { Some(version_type.to_datum(version)) })
                 }
                 // The trigger decides on the row it has locked, after waiting for a concurrent
                 // writer: so does this. A row that changed meanwhile is left to the executor,
@@ -774,7 +769,15 @@ v1_function! {
                 // matching, re-evaluated here when updated, 27000 when a function of this
                 // statement changed it).
                 None if !lock_row(args, (flags & MERGE_ACTION != 0).then_some(stored)) => Ok(stored_datum),
-                None => Err(refused(args, refusal, stored)),
+                None => {
+                    let refusal = match (mode, supplied) {
+                        _ if !if_match.matches(stored) => Refusal::PreconditionFailed,
+                        (MODE_STRICT, _) => Refusal::VersionRequired,
+                        (_, None) => Refusal::NullVersion,
+                        (_, Some(supplied)) => Refusal::Conflict(supplied),
+                    };
+                    Err(refused(args, refusal, stored))
+                }
             }
         }
     }

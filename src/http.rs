@@ -71,6 +71,12 @@ pub fn mapping() -> ErrorMapping {
     ERROR_MAPPING.get()
 }
 
+/// Whether an HTTP layer's mapping is in effect: If-Match is read and ETag sent. Off, a row
+/// pays this one read.
+pub fn active() -> bool {
+    mapping() != ErrorMapping::Sqlstate
+}
+
 /// The reason phrase of the HTTP statuses the extension's errors map to (RFC 9110, RFC 6585).
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
@@ -159,7 +165,7 @@ impl IfMatch {
 /// `request.headers`, the JSON object of the request's headers with lower-case names that
 /// PostgREST sets for the transaction.
 pub fn if_match() -> IfMatch {
-    if mapping() == ErrorMapping::Sqlstate {
+    if !active() {
         return IfMatch::Absent;
     }
     // SAFETY: a GUC lookup that returns NULL for an unset or unknown name; a non-empty value
@@ -218,7 +224,7 @@ fn etag_entry(version: i64) -> String {
 /// describes them. (The fast path counts a row twice when it re-evaluates it after a
 /// concurrent update: then no ETag goes out.)
 pub fn send_version(version: i64) {
-    if mapping() == ErrorMapping::Sqlstate {
+    if !active() {
         return;
     }
     // Past the second row nothing changes any more: a bulk UPDATE pays one read per row.
