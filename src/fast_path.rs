@@ -60,7 +60,7 @@ const MODE_KEEP: i32 = 3;
 /// Or'ed to the mode for a MERGE action. After waiting for a concurrent update, MERGE
 /// re-evaluates an action with the target's stored values read from the newest row version
 /// but its row id still from the join's row (`ExecMergeMatched` does not refresh it), so a
-/// refusal follows the row's update chain (see [`lock_row`]).
+/// refusal looks at the row's newest version (see [`lock_row`]).
 const MERGE_ACTION: i32 = 0x100;
 
 /// `pg_rowversion.fast_path`: off makes the planner leave UPDATEs to the trigger (for a
@@ -656,22 +656,23 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
             Some(previous) => previous(query_desc, eflags),
             None => pg_sys::standard_ExecutorStart(query_desc, eflags),
         }
-        let statement = (*query_desc).plannedstmt;
-        let top = (*statement).planTree;
-        if is_node(top.cast(), pg_sys::NodeTag::T_ModifyTable) && carries_version_check(top.cast()) {
-            skip_version_triggers((*query_desc).planstate);
-        } else {
-            // The trigger versions this statement's rows: a MERGE tells it each action's own
-            // columns.
-            merge_action::track(query_desc);
-        }
-        // The UPDATEs of a data-modifying WITH, each checked by its own plan.
-        for cell in cells((*(*query_desc).estate).es_subplanstates) {
-            let state = cell.ptr_value as *mut pg_sys::PlanState;
-            if is_node(state.cast(), pg_sys::NodeTag::T_ModifyTableState) && carries_version_check((*state).plan.cast())
-            {
+        // The statement's own ModifyTable and those of its data-modifying WITH, each checked
+        // by its own plan: one that computes versions skips the trigger; a MERGE that keeps
+        // it tells the trigger each action's own columns.
+        let states = std::iter::once((*query_desc).planstate).chain(
+            cells((*(*query_desc).estate).es_subplanstates).iter().map(|cell| cell.ptr_value as *mut pg_sys::PlanState),
+        );
+        let mut merges = Vec::new();
+        for state in states.filter(|&state| is_node(state.cast(), pg_sys::NodeTag::T_ModifyTableState)) {
+            let plan = (*state).plan as *mut pg_sys::ModifyTable;
+            if carries_version_check(plan) {
                 skip_version_triggers(state);
+            } else if (*plan).operation == pg_sys::CmdType::CMD_MERGE {
+                merges.push(state);
             }
+        }
+        if !merges.is_empty() {
+            merge_action::track(query_desc, &merges);
         }
     }
 }
@@ -768,7 +769,7 @@ v1_function! {
                 // which the same write fails in the same way (skipped when deleted or no longer
                 // matching, re-evaluated here when updated, 27000 when a function of this
                 // statement changed it).
-                None if !lock_row(args, (flags & MERGE_ACTION != 0).then_some(stored)) => Ok(stored_datum),
+                None if !lock_row(args, flags & MERGE_ACTION != 0) => Ok(stored_datum),
                 None => {
                     let refusal = match (mode, supplied) {
                         _ if !if_match.matches(stored) => Refusal::PreconditionFailed,
@@ -799,19 +800,20 @@ enum Refusal {
 /// reports whether that transaction changed or deleted it (or a later command of this one
 /// did). Only a refusal pays for it; an accepted row is locked by the UPDATE itself.
 ///
-/// For a MERGE action (`merge_stored`: the stored version the action read), a row id whose
-/// row was updated meanwhile is followed to the newest version, locked: if that holds the
-/// version the action read, the action was evaluated on it (MERGE's re-evaluation after a
-/// concurrent update, with the join's stale row id) and the refusal stands.
+/// A MERGE action (`merge`) can be evaluated with a stale row id: after a concurrent update,
+/// `ExecMergeMatched` locks the newest row version and evaluates the action again on it, but
+/// the row id comes from the join's old row. So for a MERGE action whose row was updated, the
+/// refusal stands when the newest version is one this transaction already holds locked (the
+/// executor's lock before that re-evaluation); otherwise the executor has yet to wait for it
+/// and re-evaluate (its conditions may no longer hold).
 ///
 /// # Safety
 /// `args` must be those of a `next_version()` call the planner hook made.
-unsafe fn lock_row(args: crate::fmgr::Args, merge_stored: Option<i64>) -> bool {
+unsafe fn lock_row(args: crate::fmgr::Args, merge: bool) -> bool {
     // SAFETY: the row's table is locked by the UPDATE and is a heap table (checked when the
-    // plan was made); the row id is the one being updated, and each next one comes from
-    // heap_lock_tuple. The command id is the statement's own (its snapshot's), not one a
-    // function of the SET list may have moved on. Each buffer pinned by heap_lock_tuple is
-    // released here, after the locked row's version is read from it.
+    // plan was made); the row id is the one being updated. The command id is the statement's
+    // own (its snapshot's), not one a function of the SET list may have moved on. The buffer
+    // pinned by heap_lock_tuple is released here.
     unsafe {
         let (Some(relid), Some(row_id)) = (args.oid(2), args.datum(3)) else { return true };
         let rel = pg_sys::RelationIdGetRelation(relid);
@@ -820,56 +822,101 @@ unsafe fn lock_row(args: crate::fmgr::Args, merge_stored: Option<i64>) -> bool {
         }
         let mut tuple =
             pg_sys::HeapTupleData { t_self: *(row_id.cast_mut_ptr::<pg_sys::ItemPointerData>()), ..Default::default() };
-        let mut followed = false;
-        let current = loop {
-            let mut buffer: pg_sys::Buffer = 0;
-            let mut failure = pg_sys::TM_FailureData::default();
-            let result = pg_sys::heap_lock_tuple(
-                rel,
-                &mut tuple,
-                (*pg_sys::GetActiveSnapshot()).curcid,
-                pg_sys::LockTupleMode::LockTupleNoKeyExclusive,
-                pg_sys::LockWaitPolicy::LockWaitBlock,
-                false,
-                &mut buffer,
-                &mut failure,
-            );
-            let outcome = match (result, merge_stored) {
-                (pg_sys::TM_Result::TM_Ok, _) if !followed => Some(true),
-                (pg_sys::TM_Result::TM_Ok, Some(stored)) => Some(locked_version(rel, &mut tuple) == Some(stored)),
-                (pg_sys::TM_Result::TM_Updated, Some(_))
-                    if !pg_sys::ItemPointerEquals(&mut failure.ctid, &mut tuple.t_self) =>
-                {
-                    tuple.t_self = failure.ctid;
-                    followed = true;
-                    None
-                }
-                _ => Some(false),
-            };
-            if buffer != 0 {
-                pg_sys::ReleaseBuffer(buffer);
-            }
-            if let Some(outcome) = outcome {
-                break outcome;
-            }
+        let mut buffer: pg_sys::Buffer = 0;
+        let mut failure = pg_sys::TM_FailureData::default();
+        let result = pg_sys::heap_lock_tuple(
+            rel,
+            &mut tuple,
+            (*pg_sys::GetActiveSnapshot()).curcid,
+            pg_sys::LockTupleMode::LockTupleNoKeyExclusive,
+            pg_sys::LockWaitPolicy::LockWaitBlock,
+            false,
+            &mut buffer,
+            &mut failure,
+        );
+        if buffer != 0 {
+            pg_sys::ReleaseBuffer(buffer);
+        }
+        let current = match result {
+            pg_sys::TM_Result::TM_Ok => true,
+            pg_sys::TM_Result::TM_Updated if merge => newest_locked_by_us(rel, failure.ctid),
+            _ => false,
         };
         pg_sys::RelationClose(rel);
         current
     }
 }
 
-/// The version stored in `tuple`, a row of `rel` that `heap_lock_tuple` just returned (NULL
-/// counts as 0, as everywhere).
+/// Whether the newest version of the row whose update chain continues at `next` is locked
+/// (or updated) by this transaction. A row moved to another partition ends the chain: the
+/// executor raises its own 40001 for it.
 ///
 /// # Safety
-/// `rel` must be open and `tuple` one of its rows, its buffer pinned.
-unsafe fn locked_version(rel: pg_sys::Relation, tuple: &mut pg_sys::HeapTupleData) -> Option<i64> {
-    // SAFETY: forwarded; the version column comes from the table's own trigger.
+/// `rel` must be open and locked; `next` a row id of its update chain, whose versions the
+/// statement's snapshot keeps from being pruned.
+unsafe fn newest_locked_by_us(rel: pg_sys::Relation, mut next: pg_sys::ItemPointerData) -> bool {
+    // SAFETY: each version is fetched by its row id with the buffer pinned while its header
+    // is read, and released before the next one.
     unsafe {
-        let column = version_column::lookup(rel, named_version_trigger(rel)?).ok()?;
-        let mut isnull = false;
-        let datum = pg_sys::heap_getattr(tuple, column.attnum.into(), (*rel).rd_att, &mut isnull);
-        Some(if isnull { 0 } else { column.version_type.read(datum) })
+        loop {
+            let moved = next.ip_posid as u32 == pg_sys::MovedPartitionsOffsetNumber
+                && next.ip_blkid.bi_hi == u16::MAX
+                && next.ip_blkid.bi_lo == u16::MAX;
+            let mut tuple = pg_sys::HeapTupleData { t_self: next, ..Default::default() };
+            let mut buffer: pg_sys::Buffer = 0;
+            if moved
+                || !pg_sys::heap_fetch(
+                    rel,
+                    std::ptr::addr_of_mut!(pg_sys::SnapshotAnyData),
+                    &mut tuple,
+                    &mut buffer,
+                    false,
+                )
+            {
+                return false;
+            }
+            let header = tuple.t_data;
+            let following = (*header).t_ctid;
+            let newest = following.ip_posid == tuple.t_self.ip_posid
+                && following.ip_blkid.bi_hi == tuple.t_self.ip_blkid.bi_hi
+                && following.ip_blkid.bi_lo == tuple.t_self.ip_blkid.bi_lo;
+            let ours = newest && held_by_this_transaction(header);
+            pg_sys::ReleaseBuffer(buffer);
+            if newest {
+                return ours;
+            }
+            next = following;
+        }
+    }
+}
+
+/// Whether this transaction (or one of its live subtransactions) is among the holders of a
+/// row version's xmax: a plain transaction id or the members of a multixact.
+///
+/// # Safety
+/// `header` must be the header of a row version whose buffer is pinned.
+unsafe fn held_by_this_transaction(header: pg_sys::HeapTupleHeader) -> bool {
+    // SAFETY: the header's fields; a multixact's members are a palloc'd array, freed here.
+    unsafe {
+        let infomask = u32::from((*header).t_infomask);
+        let xmax = (*header).t_choice.t_heap.t_xmax;
+        if infomask & pg_sys::HEAP_XMAX_INVALID != 0 {
+            return false;
+        }
+        if infomask & pg_sys::HEAP_XMAX_IS_MULTI == 0 {
+            return pg_sys::TransactionIdIsCurrentTransactionId(xmax);
+        }
+        let mut members: *mut pg_sys::MultiXactMember = std::ptr::null_mut();
+        let count =
+            pg_sys::GetMultiXactIdMembers(xmax, &mut members, false, infomask & pg_sys::HEAP_XMAX_LOCK_ONLY != 0);
+        if count <= 0 || members.is_null() {
+            return false;
+        }
+        let ours = std::slice::from_raw_parts(members, count as usize)
+            .iter()
+            .any(|member| pg_sys::TransactionIdIsCurrentTransactionId(member.xid));
+        pg_sys::pfree(members.cast());
+        ours
     }
 }
 

@@ -12,17 +12,19 @@
 //!   and a JSON detail (`status`, `status_text`, `headers`), PostgREST v12 and later;
 //! - `postgrest_pt`: SQLSTATE `PTnnn`, status nnn, every PostgREST since v0.4.4.
 //!
-//! Under either, an UPDATE is checked against the request's `If-Match` header (`request.headers`,
-//! which PostgREST sets per request), one that does not state the version as if it stated the
-//! header's, and a versioned
-//! UPDATE sends the row's new version as `ETag` (`response.headers`, which PostgREST reads in
-//! the same statement).
+//! Under either, the rows the request's own statement updates are checked against its
+//! `If-Match` header (`request.headers`, which PostgREST sets per request), one that does not
+//! state the version as if it stated the header's, and a versioned row's new version goes out
+//! as `ETag` (`response.headers`, which PostgREST reads in the same statement). Rows that a
+//! trigger, a cascade or a function updates inside that statement are not the request's: the
+//! executor hooks here count how deep statements nest.
 
 use std::ffi::CStr;
 
 use pgrx::pg_sys;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 
+use crate::encoding;
 use crate::jsonb;
 
 /// How the extension raises the errors a client causes.
@@ -44,8 +46,142 @@ pub enum ErrorMapping {
 /// other client keeps the SQLSTATEs.
 static ERROR_MAPPING: GucSetting<ErrorMapping> = GucSetting::<ErrorMapping>::new(ErrorMapping::Sqlstate);
 
-/// Defines the setting (from `_PG_init`).
+static mut PREV_EXECUTOR_RUN: pg_sys::ExecutorRun_hook_type = None;
+static mut PREV_EXECUTOR_FINISH: pg_sys::ExecutorFinish_hook_type = None;
+
+thread_local! {
+    /// How many statements are running, one inside the other (pg_stat_statements' nesting
+    /// level): the request's own statement is 1; a trigger's, a cascade's or a function's
+    /// statement inside it is deeper.
+    static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// The depth at the start of each open subtransaction, restored when it is rolled back.
+    static DEPTH_AT_SAVEPOINT: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+// Declared here, unguarded, on purpose: an ERROR inside the statement must leave through this
+// hook's plain frame as it came (pgrx's guarded bindings would turn it into a Rust panic and
+// raise it again without its schema, table and column fields). The level it leaves too high
+// is restored when the transaction or the subtransaction that catches the ERROR aborts.
+unsafe extern "C-unwind" {
+    #[cfg(any(feature = "pg15", feature = "pg16"))]
+    #[link_name = "standard_ExecutorRun"]
+    fn standard_executor_run(
+        query_desc: *mut pg_sys::QueryDesc,
+        direction: pg_sys::ScanDirection::Type,
+        count: u64,
+        execute_once: bool,
+    );
+    #[cfg(not(any(feature = "pg15", feature = "pg16")))]
+    #[link_name = "standard_ExecutorRun"]
+    fn standard_executor_run(query_desc: *mut pg_sys::QueryDesc, direction: pg_sys::ScanDirection::Type, count: u64);
+    #[link_name = "standard_ExecutorFinish"]
+    fn standard_executor_finish(query_desc: *mut pg_sys::QueryDesc);
+}
+
+/// Runs `statement` one level deeper.
+fn nested(statement: impl FnOnce()) {
+    DEPTH.set(DEPTH.get() + 1);
+    statement();
+    DEPTH.set(DEPTH.get().saturating_sub(1));
+}
+
+#[cfg(any(feature = "pg15", feature = "pg16"))]
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn executor_run(
+    query_desc: *mut pg_sys::QueryDesc,
+    direction: pg_sys::ScanDirection::Type,
+    count: u64,
+    execute_once: bool,
+) {
+    // SAFETY: the executor's arguments, passed on (see the declarations above for ERRORs).
+    nested(|| unsafe {
+        match PREV_EXECUTOR_RUN {
+            Some(previous) => previous(query_desc, direction, count, execute_once),
+            None => standard_executor_run(query_desc, direction, count, execute_once),
+        }
+    });
+}
+
+#[cfg(not(any(feature = "pg15", feature = "pg16")))]
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn executor_run(
+    query_desc: *mut pg_sys::QueryDesc,
+    direction: pg_sys::ScanDirection::Type,
+    count: u64,
+) {
+    // SAFETY: as above.
+    nested(|| unsafe {
+        match PREV_EXECUTOR_RUN {
+            Some(previous) => previous(query_desc, direction, count),
+            None => standard_executor_run(query_desc, direction, count),
+        }
+    });
+}
+
+/// ExecutorFinish fires the statement's AFTER triggers, whose statements are nested too.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn executor_finish(query_desc: *mut pg_sys::QueryDesc) {
+    // SAFETY: as above.
+    nested(|| unsafe {
+        match PREV_EXECUTOR_FINISH {
+            Some(previous) => previous(query_desc),
+            None => standard_executor_finish(query_desc),
+        }
+    });
+}
+
+/// A transaction that aborts has no statement running any more.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    use pg_sys::XactEvent::*;
+    if matches!(event, XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT) {
+        DEPTH.set(0);
+        DEPTH_AT_SAVEPOINT.with_borrow_mut(Vec::clear);
+    }
+}
+
+/// A subtransaction that aborts (an ERROR caught by a PL/pgSQL exception block, a savepoint
+/// rolled back) returns to the depth it started at.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn at_subtransaction_end(
+    event: pg_sys::SubXactEvent::Type,
+    _my_subid: pg_sys::SubTransactionId,
+    _parent_subid: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    use pg_sys::SubXactEvent::*;
+    match event {
+        SUBXACT_EVENT_START_SUB => DEPTH_AT_SAVEPOINT.with_borrow_mut(|depths| depths.push(DEPTH.get())),
+        SUBXACT_EVENT_COMMIT_SUB => {
+            DEPTH_AT_SAVEPOINT.with_borrow_mut(Vec::pop);
+        }
+        SUBXACT_EVENT_ABORT_SUB => {
+            if let Some(depth) = DEPTH_AT_SAVEPOINT.with_borrow_mut(Vec::pop) {
+                DEPTH.set(depth);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether the row being versioned belongs to the request's own statement (or to a statement
+/// that began before this library was loaded), not to one a trigger, a cascade or a function
+/// runs inside it: If-Match and ETag are about the request's own rows.
+fn request_statement() -> bool {
+    DEPTH.get() <= 1
+}
+
+/// Defines the setting and the hooks that count statement nesting (from `_PG_init`).
 pub fn install() {
+    // SAFETY: _PG_init runs once per backend; the previous hooks are kept and called.
+    unsafe {
+        PREV_EXECUTOR_RUN = pg_sys::ExecutorRun_hook;
+        pg_sys::ExecutorRun_hook = Some(executor_run);
+        PREV_EXECUTOR_FINISH = pg_sys::ExecutorFinish_hook;
+        pg_sys::ExecutorFinish_hook = Some(executor_finish);
+        pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(at_subtransaction_end), std::ptr::null_mut());
+    }
     GucRegistry::define_enum_guc(
         c"pg_rowversion.error_mapping",
         c"How pg_rowversion raises the errors a client causes: sqlstate, postgrest or postgrest_pt.",
@@ -165,7 +301,7 @@ impl IfMatch {
 /// `request.headers`, the JSON object of the request's headers with lower-case names that
 /// PostgREST sets for the transaction.
 pub fn if_match() -> IfMatch {
-    if !active() {
+    if !active() || !request_statement() {
         return IfMatch::Absent;
     }
     // SAFETY: a GUC lookup that returns NULL for an unset or unknown name; a non-empty value
@@ -196,7 +332,7 @@ static ETAG_ROWS: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 /// Sets a setting for the rest of the transaction, as `SET LOCAL` does.
 fn set_local(name: &CStr, value: &str) {
-    let value = std::ffi::CString::new(value).unwrap_or_default();
+    let value = encoding::to_server(value);
     // SAFETY: NUL-terminated name and value; a placeholder or user setting, set with the
     // user's context, so no privilege is involved.
     unsafe {
@@ -224,7 +360,7 @@ fn etag_entry(version: i64) -> String {
 /// describes them. (The fast path counts a row twice when it re-evaluates it after a
 /// concurrent update: then no ETag goes out.)
 pub fn send_version(version: i64) {
-    if !active() {
+    if !active() || !request_statement() {
         return;
     }
     // Past the second row nothing changes any more: a bulk UPDATE pays one read per row.
@@ -234,13 +370,14 @@ pub fn send_version(version: i64) {
     }
     let rows = rows + 1;
     set_local(c"pg_rowversion.etag_rows", &rows.to_string());
-    // SAFETY: a GUC lookup that returns NULL for an unset name, copied out at once.
+    // SAFETY: a GUC lookup that returns NULL for an unset name, copied out at once (from the
+    // database encoding: other headers may hold any text).
     let current = unsafe {
         let current = pg_sys::GetConfigOption(c"response.headers".as_ptr(), true, false);
         if current.is_null() {
             String::new()
         } else {
-            CStr::from_ptr(current).to_string_lossy().into_owned()
+            encoding::cstr_from_server_lossy(current)
         }
     };
     let headers = if rows == 1 {

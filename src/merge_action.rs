@@ -65,22 +65,20 @@ pub fn columns(trigger: *const pg_sys::Trigger) -> Option<*const pg_sys::Bitmaps
     })
 }
 
-/// Tracks the UPDATE actions of a MERGE that starts with its triggers on (see the module
-/// comment); `query_desc` has just been started.
+/// Tracks the UPDATE actions of the MERGEs of a statement that keep their triggers (see the
+/// module comment); `query_desc` has just been started, `merges` are the states of those
+/// MERGEs (the statement's own, or in its WITH).
 ///
 /// # Safety
-/// `query_desc` must be a started statement.
-pub unsafe fn track(query_desc: *mut pg_sys::QueryDesc) {
+/// `query_desc` must be a started statement and `merges` ModifyTable states of it.
+pub unsafe fn track(query_desc: *mut pg_sys::QueryDesc, merges: &[*mut pg_sys::PlanState]) {
     // SAFETY: the statement's executor state as executor start left it; the actions'
     // projections are ready and live in its query memory, where the columns are put too.
     unsafe {
-        if (*(*query_desc).plannedstmt).commandType != pg_sys::CmdType::CMD_MERGE {
-            return;
-        }
         let memory = (*(*query_desc).estate).es_query_cxt;
         let mut statement = Statement { memory, actions: Vec::new(), running: Vec::new() };
         let old_context = pg_sys::MemoryContextSwitchTo(memory);
-        for info in result_relations((*query_desc).planstate).iter() {
+        for info in merges.iter().flat_map(|&state| result_relations(state).iter()) {
             let Some(trigger) = version_trigger(info.ri_TrigDesc) else { continue };
             for action in update_actions(info) {
                 let projection = std::ptr::addr_of_mut!((*(*action).mas_proj).pi_state);

@@ -3,30 +3,24 @@
 -- Statements have the shape PostgREST v12-v14 gives a PATCH (a data-modifying WITH), with
 -- request.headers set as it sets them; each runs through the trigger and the fast path.
 LOAD 'pg_rowversion';
-CREATE FUNCTION http_outcome(statement text, if_match text DEFAULT NULL)
-RETURNS TABLE (path text, state text, message text, detail text, etag text) LANGUAGE plpgsql AS $$
-DECLARE
-    fast boolean;
-BEGIN
-    FOREACH fast IN ARRAY ARRAY[false, true] LOOP
-        path := CASE WHEN fast THEN 'fast path' ELSE 'trigger' END;
-        state := 'ok'; message := NULL; detail := NULL; etag := NULL;
-        BEGIN
-            PERFORM set_config('pg_rowversion.fast_path', fast::text, true);
-            PERFORM set_config('response.headers', '', true);
-            PERFORM set_config('request.headers',
-                CASE WHEN if_match IS NULL THEN '{"accept": "*/*"}'
-                     ELSE json_build_object('accept', '*/*', 'if-match', if_match)::text END, true);
-            EXECUTE statement;
-            etag := nullif(current_setting('response.headers', true), '');
-            RAISE EXCEPTION USING ERRCODE = 'RB001';  -- undo, for the other path
-        EXCEPTION WHEN SQLSTATE 'RB001' THEN NULL;
-            WHEN OTHERS THEN
-                GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
-        END;
-        RETURN NEXT;
-    END LOOP;
-END $$;
+\set VERBOSITY default
+-- The statements of one request through each path, for \gexec: each runs at the top level,
+-- as PostgREST runs it (If-Match and ETag are about the request's own statement, not one a
+-- function runs), and is rolled back for the other path.
+CREATE FUNCTION http_case(statement text, if_match text DEFAULT NULL) RETURNS SETOF text
+LANGUAGE sql AS $$
+    SELECT step FROM unnest(ARRAY['off', 'on']) WITH ORDINALITY AS paths(fast, n),
+        LATERAL unnest(ARRAY[
+            'BEGIN',
+            format('SELECT set_config(%L, %L, true) IS NULL AS %I, set_config(%L, %L, true) IS NULL AS request',
+                   'pg_rowversion.fast_path', fast, CASE fast WHEN 'on' THEN 'fast path' ELSE 'trigger' END,
+                   'request.headers', CASE WHEN if_match IS NULL THEN '{"accept": "*/*"}'
+                       ELSE json_build_object('accept', '*/*', 'if-match', if_match)::text END),
+            statement,
+            'SELECT current_setting(''response.headers'', true) AS response_headers',
+            'ROLLBACK']) WITH ORDINALITY AS steps(step, m)
+    ORDER BY n, m
+$$;
 CREATE TABLE products (id int PRIMARY KEY, name text, price int);
 SELECT rowversion.enable('products');
 INSERT INTO products VALUES (1, 'Espresso machine', 100000), (2, 'Grinder', 20000);
@@ -46,48 +40,65 @@ END $$;
 SELECT computes_version(:'patch'), computes_version(:'patch_stating');
 
 -- Without a mapping: today's SQLSTATEs.
-SELECT * FROM http_outcome(:'patch_stating');
+SELECT http_case(:'patch_stating') \gexec
 SET pg_rowversion.error_mapping = postgrest;
--- A stale stated version: PGRST, status 409 in the detail, the conflict in the message.
-SELECT * FROM http_outcome(:'patch_stating');
+-- A stale stated version: SQLSTATE PGRST, status 409 in the detail, the body in the message.
+\set VERBOSITY sqlstate
+SELECT http_case(:'patch_stating') \gexec
+\set VERBOSITY default
+SELECT http_case(:'patch_stating') \gexec
 -- If-Match names the stored version: checked, the new version goes out as ETag.
-SELECT * FROM http_outcome(:'patch', '"2"');
+SELECT http_case(:'patch', '"2"') \gexec
 -- A stale, weak, malformed or unknown tag: 412. A list with the stored version: ok.
-SELECT * FROM http_outcome(:'patch', '"1"');
-SELECT * FROM http_outcome(:'patch', 'W/"2"');
-SELECT * FROM http_outcome(:'patch', '2');
-SELECT * FROM http_outcome(:'patch', '"5", "2"');
+SELECT http_case(:'patch', '"1"') \gexec
+SELECT http_case(:'patch', 'W/"2"') \gexec
+SELECT http_case(:'patch', '2') \gexec
+SELECT http_case(:'patch', '"5", "2"') \gexec
 -- Strong comparison is byte for byte; and If-Match holds for an UPDATE that states the
 -- version too.
-SELECT * FROM http_outcome(:'patch', '"02"');
-SELECT * FROM http_outcome($$UPDATE products SET price = 1, version = 2 WHERE id = 1$$, '"1"');
+SELECT http_case(:'patch', '"02"') \gexec
+SELECT http_case($$UPDATE products SET price = 1, version = 2 WHERE id = 1$$, '"1"') \gexec
 -- If-Match: * and no If-Match state no version: lenient mode increments, as ever.
-SELECT * FROM http_outcome(:'patch', '*');
-SELECT * FROM http_outcome(:'patch');
+SELECT http_case(:'patch', '*') \gexec
+SELECT http_case(:'patch') \gexec
 -- Strict mode: neither a stated version nor If-Match is 428; If-Match: * too; a tag is enough.
 SELECT rowversion.enable('products', mode => 'strict');
-SELECT * FROM http_outcome(:'patch');
-SELECT * FROM http_outcome(:'patch', '*');
-SELECT * FROM http_outcome(:'patch', '"2"');
+SELECT http_case(:'patch') \gexec
+SELECT http_case(:'patch', '*') \gexec
+SELECT http_case(:'patch', '"2"') \gexec
 -- A NULL version is 400.
-SELECT * FROM http_outcome($$UPDATE products SET version = NULL WHERE id = 1$$);
+SELECT http_case($$UPDATE products SET version = NULL WHERE id = 1$$) \gexec
 -- Several rows with one If-Match: each row is checked against it, and no ETag goes out.
-SELECT * FROM http_outcome($$UPDATE products SET price = price + 1$$, '"2"');
-SELECT * FROM http_outcome($$UPDATE products SET price = price + 1 WHERE id IN (1, 2)$$, '"1", "2"');
+SELECT http_case($$UPDATE products SET price = price + 1$$, '"2"') \gexec
+SELECT http_case($$UPDATE products SET price = price + 1 WHERE id IN (1, 2)$$, '"1", "2"') \gexec
 SELECT rowversion.enable('products');
 -- Other headers set by the application's own function are kept, the ETag appended.
-SELECT * FROM http_outcome($$SELECT set_config('response.headers', '[{"Cache-Control": "no-store"}]', true);
-                             UPDATE products SET price = 1, version = 2 WHERE id = 1$$);
+SELECT http_case($$SELECT set_config('response.headers', '[{"Cache-Control": "no-store"}]', true);
+                   UPDATE products SET price = 1, version = 2 WHERE id = 1$$) \gexec
+-- If-Match and ETag are about the request's own rows: a trigger's UPDATE of another
+-- versioned table (a counter cache, an ignored column) is neither checked nor counted.
+CREATE TABLE posts (id int PRIMARY KEY, comments int NOT NULL DEFAULT 0);
+SELECT rowversion.enable('posts', ignore_columns => '{comments}');
+INSERT INTO posts VALUES (1, 0, 7);
+CREATE FUNCTION count_comment() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN UPDATE posts SET comments = comments + 1 WHERE id = 1; RETURN NULL; END $$;
+CREATE TRIGGER count_comment AFTER UPDATE ON products FOR EACH ROW EXECUTE FUNCTION count_comment();
+SELECT http_case(:'patch', '"2"') \gexec
+DROP TRIGGER count_comment ON products;
+DROP TABLE posts;
+DROP FUNCTION count_comment();
 -- Checked functions: a stale version 409, a missing row 404.
-SELECT * FROM http_outcome($$SELECT rowversion.update('products', '{"id": 1}', 1, '{"price": 5}')$$);
-SELECT * FROM http_outcome($$SELECT rowversion.update('products', '{"id": 7}', 1, '{"price": 5}')$$);
+SELECT http_case($$SELECT rowversion.update('products', '{"id": 1}', 1, '{"price": 5}')$$) \gexec
+SELECT http_case($$SELECT rowversion.update('products', '{"id": 7}', 1, '{"price": 5}')$$) \gexec
 -- postgrest_pt: PTnnn for PostgREST before v12, the message, detail and hint as they are.
 SET pg_rowversion.error_mapping = postgrest_pt;
-SELECT * FROM http_outcome(:'patch_stating');
-SELECT * FROM http_outcome(:'patch', '"1"');
+\set VERBOSITY sqlstate
+SELECT http_case(:'patch_stating') \gexec
+SELECT http_case(:'patch', '"1"') \gexec
 -- Errors without an HTTP status keep their SQLSTATE under any mapping.
-SELECT * FROM http_outcome($$SELECT rowversion.enable('products', mode => 'sometimes')$$);
+\set VERBOSITY sqlstate
+SELECT http_case($$SELECT rowversion.enable('products', mode => 'sometimes')$$) \gexec
 RESET pg_rowversion.error_mapping;
 SELECT id, price, version FROM products ORDER BY id;
 DROP TABLE products;
-DROP FUNCTION http_outcome(text, text), computes_version(text);
+DROP FUNCTION http_case(text, text), computes_version(text);
