@@ -30,8 +30,10 @@ on_primary -d rowversion_standby -c "CREATE EXTENSION pg_rowversion" \
     -c "SELECT rowversion.lease_release('nightly', rowversion.lease_acquire('nightly', '1 min'))" \
     -c "SELECT rowversion.lease_acquire('nightly', '1 min')" >/dev/null
 as_postgres "$PG_BIN/pg_basebackup" -h "$primary" -p "$primary_port" -U postgres -D "$standby/data" -R -X stream --checkpoint=fast
+# A hot standby needs at least the primary's max_connections.
+connections=$(on_primary -d postgres -c "SHOW max_connections")
 as_postgres "$PG_BIN/pg_ctl" -D "$standby/data" -l "$standby/server.log" -w start \
-    -o "-p $standby_port -k $standby -c listen_addresses='' -c hot_standby=on" >/dev/null
+    -o "-p $standby_port -k $standby -c listen_addresses='' -c hot_standby=on -c max_connections=$connections" >/dev/null
 trap 'stop_server "$standby"' EXIT
 
 [ "$(on_standby -d rowversion_standby -c "SELECT pg_is_in_recovery()")" = t ]
