@@ -269,8 +269,8 @@ impl IfMatch {
         }
     }
 
-    /// The header's value, as PostgREST passes it (`None`: the list is malformed or too
-    /// long; then nothing matches).
+    /// The header's value, as PostgREST passes it. A weak or malformed tag, or one past the
+    /// 16th, is left out: a list of only such tags matches nothing.
     fn parse(value: &[u8]) -> Self {
         let value = value.trim_ascii();
         if value == b"*" {
