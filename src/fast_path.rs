@@ -747,8 +747,9 @@ v1_function! {
             // version for an UPDATE that does not.
             let http = http::active();
             let if_match = if http { http::if_match() } else { IfMatch::Absent };
+            let precondition = if_match.matches(stored);
             let accepted = match (mode, supplied) {
-                _ if !if_match.matches(stored) => None,
+                _ if !precondition => None,
                 (MODE_KEEP, _) => Some(stored),
                 (MODE_LENIENT, _) => Some(next),
                 (MODE_STRICT, _) if matches!(if_match, IfMatch::Tags { .. }) => Some(next),
@@ -772,7 +773,7 @@ v1_function! {
                 None if !lock_row(args, flags & MERGE_ACTION != 0) => Ok(stored_datum),
                 None => {
                     let refusal = match (mode, supplied) {
-                        _ if !if_match.matches(stored) => Refusal::PreconditionFailed,
+                        _ if !precondition => Refusal::PreconditionFailed,
                         (MODE_STRICT, _) => Refusal::VersionRequired,
                         (_, None) => Refusal::NullVersion,
                         (_, Some(supplied)) => Refusal::Conflict(supplied),
@@ -876,10 +877,8 @@ unsafe fn newest_locked_by_us(rel: pg_sys::Relation, mut next: pg_sys::ItemPoint
                 return false;
             }
             let header = tuple.t_data;
-            let following = (*header).t_ctid;
-            let newest = following.ip_posid == tuple.t_self.ip_posid
-                && following.ip_blkid.bi_hi == tuple.t_self.ip_blkid.bi_hi
-                && following.ip_blkid.bi_lo == tuple.t_self.ip_blkid.bi_lo;
+            let mut following = (*header).t_ctid;
+            let newest = pg_sys::ItemPointerEquals(&mut following, &mut tuple.t_self);
             let ours = newest && held_by_this_transaction(header);
             pg_sys::ReleaseBuffer(buffer);
             if newest {

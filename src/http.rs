@@ -24,7 +24,6 @@ use std::ffi::CStr;
 use pgrx::pg_sys;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 
-use crate::encoding;
 use crate::jsonb;
 
 /// How the extension raises the errors a client causes.
@@ -331,8 +330,7 @@ pub fn if_match() -> IfMatch {
 static ETAG_ROWS: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 /// Sets a setting for the rest of the transaction, as `SET LOCAL` does.
-fn set_local(name: &CStr, value: &str) {
-    let value = encoding::to_server(value);
+fn set_local(name: &CStr, value: &CStr) {
     // SAFETY: NUL-terminated name and value; a placeholder or user setting, set with the
     // user's context, so no privilege is involved.
     unsafe {
@@ -369,42 +367,54 @@ pub fn send_version(version: i64) {
         return;
     }
     let rows = rows + 1;
-    set_local(c"pg_rowversion.etag_rows", &rows.to_string());
-    // SAFETY: a GUC lookup that returns NULL for an unset name, copied out at once (from the
-    // database encoding: other headers may hold any text).
-    let current = unsafe {
+    set_local(c"pg_rowversion.etag_rows", &std::ffi::CString::new(rows.to_string()).unwrap_or_default());
+    // SAFETY: the setting's value is read in place (NULL when unset) and the new one built in
+    // palloc'd memory before it replaces it: headers of any size stay off the Rust heap. Only
+    // ASCII bytes are looked for, which every server encoding keeps as they are.
+    unsafe {
         let current = pg_sys::GetConfigOption(c"response.headers".as_ptr(), true, false);
-        if current.is_null() {
-            String::new()
+        let current = if current.is_null() { &[][..] } else { CStr::from_ptr(current).to_bytes() };
+        let headers = pg_sys::makeStringInfo();
+        let append = |bytes: &[u8]| pg_sys::appendBinaryStringInfo(headers, bytes.as_ptr().cast(), bytes.len() as i32);
+        if rows == 1 {
+            let entry = etag_entry(version);
+            let trimmed = current.trim_ascii();
+            match trimmed.strip_suffix(b"]") {
+                None if trimmed.is_empty() => append(b"["),
+                // Not a JSON array: PostgREST refuses it anyway; left as it is.
+                None => return,
+                Some(list) if list.trim_ascii() == b"[" => append(b"["),
+                Some(list) => {
+                    append(list);
+                    append(b", ");
+                }
+            }
+            append(entry.as_bytes());
+            append(b"]");
         } else {
-            encoding::cstr_from_server_lossy(current)
+            let (before, after) = without_etag(current);
+            append(before);
+            append(after);
         }
-    };
-    let headers = if rows == 1 {
-        let entry = etag_entry(version);
-        match current.trim().strip_suffix(']') {
-            None if current.trim().is_empty() => format!("[{entry}]"),
-            // Not a JSON array: PostgREST refuses it anyway; left as it is.
-            None => return,
-            Some(list) if list.trim() == "[" => format!("[{entry}]"),
-            Some(list) => format!("{list}, {entry}]"),
-        }
-    } else {
-        without_etag(&current)
-    };
-    set_local(c"response.headers", &headers);
+        set_local(c"response.headers", CStr::from_ptr((*headers).data));
+    }
 }
 
-/// `response.headers` without the ETag entry this module added to it.
-fn without_etag(headers: &str) -> String {
-    let prefix = "{\"ETag\": \"\\\"";
-    let Some(start) = headers.find(prefix) else { return headers.to_owned() };
-    let Some(length) = headers[start..].find('}').map(|end| end + 1) else { return headers.to_owned() };
+/// `response.headers` without the ETag entry this module added to it: the text before it and
+/// the text after it.
+fn without_etag(headers: &[u8]) -> (&[u8], &[u8]) {
+    let prefix: &[u8] = b"{\"ETag\": \"\\\"";
+    let Some(start) = headers.windows(prefix.len()).position(|window| window == prefix) else {
+        return (headers, &[]);
+    };
+    let Some(length) = headers[start..].iter().position(|&b| b == b'}').map(|end| end + 1) else {
+        return (headers, &[]);
+    };
     let (before, after) = (&headers[..start], &headers[start + length..]);
-    match (before.strip_suffix(", "), after.strip_prefix(", ")) {
-        (Some(before), _) => format!("{before}{after}"),
-        (None, Some(after)) => format!("{before}{after}"),
-        (None, None) => format!("{before}{after}"),
+    match (before.strip_suffix(b", "), after.strip_prefix(b", ")) {
+        (Some(before), _) => (before, after),
+        (None, Some(after)) => (before, after),
+        (None, None) => (before, after),
     }
 }
 
@@ -426,11 +436,15 @@ mod unit_tests {
 
     #[test]
     fn the_etag_entry_is_taken_out_of_the_headers_it_was_added_to() {
+        let without = |headers: &str| {
+            let (before, after) = without_etag(headers.as_bytes());
+            String::from_utf8([before, after].concat()).unwrap()
+        };
         let entry = etag_entry(-3);
-        assert_eq!(without_etag(&format!("[{entry}]")), "[]");
-        assert_eq!(without_etag(&format!(r#"[{{"A": "b"}}, {entry}]"#)), r#"[{"A": "b"}]"#);
-        assert_eq!(without_etag(&format!(r#"[{entry}, {{"A": "b"}}]"#)), r#"[{"A": "b"}]"#);
-        assert_eq!(without_etag(r#"[{"A": "b"}]"#), r#"[{"A": "b"}]"#);
+        assert_eq!(without(&format!("[{entry}]")), "[]");
+        assert_eq!(without(&format!(r#"[{{"A": "b"}}, {entry}]"#)), r#"[{"A": "b"}]"#);
+        assert_eq!(without(&format!(r#"[{entry}, {{"A": "b"}}]"#)), r#"[{"A": "b"}]"#);
+        assert_eq!(without(r#"[{"A": "b"}]"#), r#"[{"A": "b"}]"#);
     }
 
     #[test]

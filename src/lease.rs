@@ -371,7 +371,7 @@ thread_local! {
     /// The head waiters found at pre-commit, whose latches the commit sets.
     static LATCHES_AT_COMMIT: RefCell<Vec<c_int>> = const { RefCell::new(Vec::new()) };
     static CALLBACK_REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// Set while an attempt runs in its own subtransaction (see [`attempt`]), whose rollback
+    /// Set while an attempt runs in its own subtransaction (see [`in_subtransaction`]), whose rollback
     /// wakes nobody.
     static IN_ATTEMPT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
@@ -644,21 +644,15 @@ fn try_take(
     })
 }
 
-/// [`try_take`] in a subtransaction of its own, kept only when it took the lease. A locking
-/// read can end up holding a row lock on a row it does not return: when a transaction that
-/// took the lease commits between the statement's snapshot and its lock, Postgres locks the
-/// newest row version, finds on the recheck that it is no longer free, and keeps the lock.
-/// Held by a waiter while it sleeps (or by a caller that got NULL until its transaction
-/// ends), that lock would block the holder's `lease_check` and `lease_release`. Rolling the
-/// attempt back releases it. Only the attempt's own rollback wakes nobody: it changed nothing
-/// a waiter could take (a waiter that skipped the row re-reads within a second).
-fn attempt(
-    name: Name,
-    ttl: pg_sys::Datum,
-    holder: Option<pg_sys::Datum>,
-    role: pg_sys::Oid,
-    patient: bool,
-) -> Result<Attempt> {
+/// `attempt` (a [`try_take`]) in a subtransaction of its own, kept only when it took the
+/// lease. A locking read can end up holding a row lock on a row it does not return: when a
+/// transaction that took the lease commits between the statement's snapshot and its lock,
+/// Postgres locks the newest row version, finds on the recheck that it is no longer free, and
+/// keeps the lock. Held by a waiter while it sleeps (or by a caller that got NULL until its
+/// transaction ends), that lock would block the holder's `lease_check` and `lease_release`.
+/// Rolling the attempt back releases it. Only the attempt's own rollback wakes nobody: it
+/// changed nothing a waiter could take (a waiter that skipped the row re-reads within a second).
+fn in_subtransaction(attempt: impl FnOnce() -> Result<Attempt> + std::panic::UnwindSafe) -> Result<Attempt> {
     // SAFETY: the subtransaction is begun here and ended here on every path, an ERROR
     // included (rolled back, then re-raised), with the caller's memory context and resource
     // owner restored, as PL/Python's subtransactions do.
@@ -678,7 +672,7 @@ fn attempt(
         };
         pg_sys::BeginInternalSubTransaction(std::ptr::null());
         pg_sys::MemoryContextSwitchTo(context);
-        let outcome = pgrx::PgTryBuilder::new(|| try_take(name, ttl, holder, role, patient))
+        let outcome = pgrx::PgTryBuilder::new(attempt)
             .catch_others(|error| {
                 end(false);
                 error.rethrow()
@@ -704,7 +698,7 @@ fn acquire(name: Name, ttl: pg_sys::Datum, wait: pg_sys::Datum, holder: Option<p
     // SAFETY: `wait` is an interval.
     let deadline = unsafe { wait_deadline(wait, now)? };
     wake_at_end(name.hash());
-    if let Attempt::Taken(token) = attempt(name, ttl, holder, role, false)? {
+    if let Attempt::Taken(token) = in_subtransaction(|| try_take(name, ttl, holder, role, false))? {
         return Ok(Some(issued(token)));
     }
     if deadline <= now {
@@ -736,7 +730,7 @@ fn acquire(name: Name, ttl: pg_sys::Datum, wait: pg_sys::Datum, holder: Option<p
             // A waiter behind the head takes only a lease free for a second already: the head,
             // woken within milliseconds of a release, goes first (fairness), while a waiter
             // whose head waits for another name of the same hash still gets its own.
-            match attempt(name, ttl, holder, role, !head) {
+            match in_subtransaction(|| try_take(name, ttl, holder, role, !head)) {
                 Ok(Attempt::Taken(token)) => break Ok(Some(issued(token))),
                 Ok(Attempt::Busy(Some(left))) if head => wake_at = wake_at.min(now.saturating_add(left)),
                 Ok(Attempt::Busy(_)) => {}

@@ -140,9 +140,10 @@ const IGNORED_WORDS: usize =
 /// that the per-row test touches no other memory.
 ///
 /// A generated column is never in a SET list; it changes with the columns it is computed
-/// from. So an ignored column that a generated column is computed from counts as a change, and the generated columns themselves are left out of the SET list's columns:
-/// Postgres names every stored generated column in `tg_updatedcols` once the table has a
-/// BEFORE ROW UPDATE trigger (ours), whatever the SET list, and the fast path sees none.
+/// from. So an ignored column that a generated column is computed from counts as a change,
+/// and the generated columns themselves are left out of the SET list's columns: Postgres
+/// names every stored generated column in `tg_updatedcols` once the table has a BEFORE ROW
+/// UPDATE trigger (ours), whatever the SET list, and the fast path sees none.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct IgnoredColumns {
     words: [u64; IGNORED_WORDS],

@@ -7,19 +7,9 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$here"
 
-for name in PGHOST PGPORT PGUSER PGDATABASE; do
-    [ -n "${!name:-}" ] || { echo "run.sh: $name must name the server to test against" >&2; exit 2; }
-done
-node_major=$(node -p 'process.versions.node.split(".")[0]')
-[ "$node_major" -ge 20 ] || { echo "run.sh: Node >= 20.19 is needed, found $(node --version)" >&2; exit 2; }
-
-stamp=node_modules/.pg-rowversion-installed
-want="$(sha256sum package-lock.json | cut -d' ' -f1) node$node_major"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "==> npm ci (Sequelize, TypeORM, pg as pinned in package-lock.json)"
-    npm ci --no-audit --no-fund --loglevel=error
-    echo "$want" > "$stamp"
-fi
+# shellcheck source=tests/orms/npm_suite.sh
+source "$here/../npm_suite.sh"
+npm_suite "Sequelize, TypeORM, pg"
 
 exec timeout 600 node --test --test-concurrency=1 --test-force-exit --test-timeout=60000 \
     --test-reporter=spec test/sequelize.test.js test/typeorm.test.js
