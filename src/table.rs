@@ -200,28 +200,52 @@ pub fn relation(
 
 fn load(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Result<Table> {
     let relation = relation(client, relid)?.ok_or(TableError::NoSuchRelation(relid.to_u32()))?;
+    // The version column is read from the trigger's WHEN clause here, not through
+    // rowversion.trigger_columns(): a database still on 0.1.0's SQL (before ALTER EXTENSION
+    // UPDATE) has no such function, and the library must keep working for it.
     let trigger = client
         .select(
-            "SELECT pg_catalog.convert_to(a.attname::pg_catalog.text, 'UTF8'), a.attnum,
+            "SELECT t.tgqual,
                     t.tgenabled OPERATOR(pg_catalog.=) 'O' OR t.tgenabled OPERATOR(pg_catalog.=) 'A'
              FROM pg_catalog.pg_trigger t
-             CROSS JOIN LATERAL rowversion.trigger_columns(t.tgrelid, t.tgqual) c
-             JOIN pg_catalog.pg_attribute a
-               ON a.attrelid OPERATOR(pg_catalog.=) t.tgrelid AND a.attname OPERATOR(pg_catalog.=) c.version_column
-             WHERE t.tgrelid OPERATOR(pg_catalog.=) $1
+             WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 AND t.tgqual IS NOT NULL
                AND t.tgfoid OPERATOR(pg_catalog.=) 'rowversion.version_trigger()'::pg_catalog.regprocedure::pg_catalog.oid",
             Some(1),
             &[relid.into()],
         )?
         .first();
-    let versioning = if trigger.is_empty() {
+    let version_attnum = if trigger.is_empty() {
         None
     } else {
-        Some(Versioning {
-            column: utf8(trigger.get::<Vec<u8>>(1)?),
-            attnum: trigger.get::<i16>(2)?.unwrap_or_default(),
-            enabled: trigger.get::<bool>(3)?.unwrap_or(false),
+        // SAFETY: column 1 is a non-NULL pg_node_tree (text) in SPI memory, valid until the
+        // connection closes; when_columns parses it into palloc'd nodes.
+        trigger.get_datum_by_ordinal(1)?.and_then(|qual| unsafe {
+            crate::version_column::when_columns(pg_sys::text_to_cstring(qual.cast_mut_ptr())).map(|columns| columns[0])
         })
+    };
+    let versioning = match version_attnum {
+        None => None,
+        Some(attnum) => {
+            let column = client
+                .select(
+                    "SELECT pg_catalog.convert_to(a.attname::pg_catalog.text, 'UTF8')
+                     FROM pg_catalog.pg_attribute a
+                     WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.=) $2
+                       AND NOT a.attisdropped",
+                    Some(1),
+                    &[relid.into(), attnum.into()],
+                )?
+                .first();
+            if column.is_empty() {
+                None
+            } else {
+                Some(Versioning {
+                    column: utf8(column.get::<Vec<u8>>(1)?),
+                    attnum,
+                    enabled: trigger.get::<bool>(2)?.unwrap_or(false),
+                })
+            }
+        }
     };
 
     // The key columns (not INCLUDE columns) in index order, each with the equality operator

@@ -1,0 +1,8 @@
+-- pg_rowversion 0.2.0 -> 0.3.0, run by ALTER EXTENSION pg_rowversion UPDATE.
+-- It collects every schema change until 0.3.0 is released (CHANGELOG.md, "0.3.0
+-- (unreleased)"); once released it is never edited again (sql/releases/SHA256SUMS) and the
+-- next change adds pg_rowversion--0.3.0--0.4.0.sql. The 0.2.0 objects point at symbols the
+-- 0.3.0 library still exports (tests/upgrade.sh runs 0.2.0's SQL on it), so a database keeps
+-- working between installing the new library and running this script.
+--
+-- No schema change yet.
