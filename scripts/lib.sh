@@ -66,6 +66,16 @@ install_dependencies() {
     pgrx_configs_present || point_pgrx_at_postgres
 }
 
+# PGXN's META.json validator, for scripts/lint.
+PGXN_META_VERSION=0.7.0
+PGXN_META=${CARGO_HOME:-$HOME/.cargo}/bin/pgxn_meta
+install_pgxn_meta() {
+    if ! "$PGXN_META" --version 2>/dev/null | grep -q " $PGXN_META_VERSION\$"; then
+        log "installing pgxn_meta $PGXN_META_VERSION (about 2 minutes on 2 cores)"
+        cargo install pgxn_meta --version "$PGXN_META_VERSION" --locked --quiet
+    fi
+}
+
 # Postgres 15 for the test command: a copy of Debian's under target/pg15 (its headers too),
 # laid out as under /, since Postgres finds its lib and share directories relative to its own
 # binary: the copy's server loads extensions from the copy, and its pg_config names the copy.
