@@ -21,6 +21,10 @@ stdin, so errors print as `ERROR:  ...` with their DETAIL and HINT, and command 
 split at them. Lines are compared without trailing whitespace. A mismatch prints a unified
 diff (the page's lines against what the server printed) and fails.
 
+Every relative link of those pages (and of CONTRIBUTING.md, tests/README.md and
+bench/README.md) must name a file that exists and, with a #fragment, a heading of that page
+(GitHub's anchors: lower case, punctuation dropped, spaces as hyphens).
+
 --accept writes what the server printed into the page's existing ```text output blocks (to
 review with `git diff`, as one reviews a new pg_regress expected file).
 """
@@ -35,6 +39,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 MARKER = "@@docs-block@@"
+# Pages without SQL examples whose links are checked too.
+LINKED_ONLY = ["CONTRIBUTING.md", "tests/README.md", "bench/README.md"]
 FAILURE = re.compile(r"^(ERROR|WARNING|FATAL|PANIC):|^psql:")
 FENCE = re.compile(r"^(```+)\s*(\S*)\s*(.*)$")
 
@@ -74,6 +80,42 @@ def parse(text):
         if block.runs and following.lang == "text" and all(not line.strip() for line in between):
             block.output = following
     return blocks
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def anchors(text):
+    """The anchors GitHub gives a page's headings."""
+    seen, result = {}, set()
+    for line in strip_code(text).split("\n"):
+        if not line.startswith("#"):
+            continue
+        slug = re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        result.add(slug if count == 0 else f"{slug}-{count}")
+    return result
+
+
+def strip_code(text):
+    """The page without its fenced code blocks."""
+    return re.sub(r"^(```+).*?^\1\s*$", "", text, flags=re.M | re.S)
+
+
+def check_links(page):
+    """The page's broken relative links, as messages."""
+    broken = []
+    for target in LINK.findall(strip_code(page.read_text())):
+        if re.match(r"^[a-z]+:", target):
+            continue
+        path, _, fragment = target.partition("#")
+        file = (page.parent / path).resolve() if path else page
+        if not file.exists():
+            broken.append(f"{target}: no such file")
+        elif fragment and file.suffix == ".md" and fragment not in anchors(file.read_text()):
+            broken.append(f"{target}: no such heading in {os.path.relpath(file, REPO)}")
+    return broken
 
 
 def normalized(lines):
@@ -153,6 +195,11 @@ def main():
     args = parser.parse_args()
     pages = args.pages or [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
     results = [run_page(args, page.resolve()) for page in pages]
+    linked = pages if args.pages else pages + [REPO / name for name in LINKED_ONLY]
+    for page in linked:
+        for message in check_links(page.resolve()):
+            print(f"{os.path.relpath(page.resolve(), REPO)}: broken link {message}")
+            results.append(False)
     sys.exit(0 if all(results) else 1)
 
 
