@@ -308,6 +308,7 @@ def run_page(args, page):
                 continue
             actual = session.output(args.timeout)
             if actual is None:
+                session.pending = block  # its output comes at the end, if at all
                 raise Failed(f"{name}:{block.start}: the block did not finish within {args.timeout} s (if it waits for"
                              " a lock on purpose, run it as ```sql session=NAME waits):\n" + "\n".join(session.buffer))
             actual = normalized(actual)
