@@ -76,8 +76,8 @@ class Block:
         named = bool(words) and SESSION.match(words[0])
         self.session = named.group(1) if named else None
         self.waits = bool(named) and words[1:] == ["waits"]
-        self.runs = lang == "sql" and (not words or (bool(named) and words[1:] in ([], ["waits"]))
-                                       and self.session != MAIN)
+        in_session = bool(named) and words[1:] in ([], ["waits"]) and self.session != MAIN
+        self.runs = lang == "sql" and (not words or in_session)
 
 
 def parse(text):
