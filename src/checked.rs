@@ -19,12 +19,12 @@ use pgrx::prelude::*;
 use pgrx::spi::quote_literal;
 use pgrx::{PgRelation, PgSqlErrorCode};
 
+use crate::contract::{column_privilege, describe_key, ContractError};
 use crate::fmgr::{result_row, v1_function, Args, CallError};
 use crate::jsonb::{numeric_to_i64, Container, Value};
 use crate::key::{self, check_key, JsonArg, KeyError};
 use crate::report::Report;
 use crate::table::{prepared, table, Statement, Table, TableError};
-use crate::trigger::{column_privilege, describe_key, TriggerError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckedError {
@@ -114,7 +114,7 @@ impl From<CheckedError> for Report {
         if let CheckedError::Conflict { relid, attnum, table, key, expected, found } = error {
             // The stored version came from the probe, a SELECT with the caller's privileges and
             // row-level security: the caller could read it with plain SQL.
-            return Report::from(TriggerError::Conflict { table, key, expected, found: Some(found) })
+            return Report::from(ContractError::Conflict { table, key, expected, found: Some(found) })
                 .on_column(relid, attnum);
         }
         match error {

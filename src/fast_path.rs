@@ -38,12 +38,14 @@ use std::ffi::c_int;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::contract::{self, ContractError, Mismatch};
 use crate::fmgr::v1_function;
 use crate::http::{self, IfMatch};
 use crate::merge_action;
-use crate::node::{cells, is_node, result_relations};
+use crate::node::{attribute, cells, is_node, result_relations};
 use crate::report::Report;
-use crate::trigger::{self, TriggerError};
+// The fast path stands in for the trigger, and recognises the trigger function by its code.
+use crate::trigger::rowversion_version_trigger;
 use crate::version_column::{self, Mode, VersionColumn, VersionType};
 
 /// The high bits of `next_version()`'s last argument in an expression the planner hook wrote,
@@ -269,10 +271,8 @@ unsafe fn versioning(rel: pg_sys::Relation, trigger: &pg_sys::Trigger) -> Option
         let columns = version_column::when_columns(trigger.tgqual)?
             .into_iter()
             .map(|attnum| {
-                (attnum >= 1 && i32::from(attnum) <= (*tupdesc).natts).then(|| {
-                    std::ffi::CStr::from_ptr(version_column::attribute(tupdesc, attnum).attname.data.as_ptr())
-                        .to_owned()
-                })
+                (attnum >= 1 && i32::from(attnum) <= (*tupdesc).natts)
+                    .then(|| std::ffi::CStr::from_ptr(attribute(tupdesc, attnum).attname.data.as_ptr()).to_owned())
             })
             .collect::<Option<Vec<_>>>()?;
         let mode = std::ffi::CStr::from_ptr(*trigger.tgargs).to_owned();
@@ -436,9 +436,7 @@ unsafe fn prepare(parse: *mut pg_sys::Query) -> Option<Rewrite> {
         let column = (partitioned || heap_table(rel))
             .then(|| named_version_trigger(rel))
             .flatten()
-            .filter(|trigger| {
-                Some(trigger.tgfoid) == function_oid(c"version_trigger", &[], trigger::rowversion_version_trigger)
-            })
+            .filter(|trigger| Some(trigger.tgfoid) == function_oid(c"version_trigger", &[], rowversion_version_trigger))
             .and_then(|trigger| version_column::lookup(rel, trigger).ok());
         pg_sys::RelationClose(rel);
         let column = column?;
@@ -942,11 +940,11 @@ unsafe fn refused(args: crate::fmgr::Args, refusal: Refusal, stored: i64) -> Rep
             return FastPathError::CalledDirectly.into();
         };
         let report = match refusal {
-            Refusal::VersionRequired => {
-                trigger::report(rel, &column, |table, name| TriggerError::VersionRequired { table, column: name })
-            }
+            Refusal::VersionRequired => contract::report(rel, column.attnum, |table, name| {
+                ContractError::VersionRequired { table, column: name }
+            }),
             Refusal::NullVersion => {
-                trigger::report(rel, &column, |table, name| TriggerError::NullVersion { table, column: name })
+                contract::report(rel, column.attnum, |table, name| ContractError::NullVersion { table, column: name })
             }
             Refusal::Conflict(_) | Refusal::PreconditionFailed => {
                 let mut tuple = pg_sys::HeapTupleData::default();
@@ -961,20 +959,19 @@ unsafe fn refused(args: crate::fmgr::Args, refusal: Refusal, stored: i64) -> Rep
                     &mut buffer,
                     false,
                 );
-                let report = match (refusal, found) {
-                    (Refusal::Conflict(supplied), true) => {
-                        trigger::conflict(rel, &column, &mut tuple, supplied, stored)
-                    }
-                    (Refusal::Conflict(supplied), false) => trigger::report(rel, &column, |table, _| {
-                        TriggerError::Conflict { table, key: None, expected: supplied, found: None }
-                    }),
-                    (_, true) => trigger::precondition_failed(rel, &column, &mut tuple, stored),
-                    (_, false) => trigger::report(rel, &column, |table, _| TriggerError::PreconditionFailed {
-                        table,
-                        key: None,
-                        found: None,
-                    }),
-                };
+                let report =
+                    match (refusal, found) {
+                        (Refusal::Conflict(supplied), true) => {
+                            contract::mismatch(rel, column.attnum, &mut tuple, stored, Mismatch::Supplied(supplied))
+                        }
+                        (Refusal::Conflict(supplied), false) => contract::report(rel, column.attnum, |table, _| {
+                            ContractError::Conflict { table, key: None, expected: supplied, found: None }
+                        }),
+                        (_, true) => contract::mismatch(rel, column.attnum, &mut tuple, stored, Mismatch::IfMatch),
+                        (_, false) => contract::report(rel, column.attnum, |table, _| {
+                            ContractError::PreconditionFailed { table, key: None, found: None }
+                        }),
+                    };
                 if found {
                     pg_sys::ReleaseBuffer(buffer);
                 }
