@@ -923,6 +923,33 @@ mod tests {
     }
 
     #[pg_test]
+    fn the_advisory_locks_of_lease_waiters_are_left_out_of_advisory_locks_and_counted_by_leases() {
+        use crate::lease::queue::{waiter_tag, QUEUE_TAG, WAITER_TAG};
+        run("SELECT rowversion.lease_acquire('printer', '1 min')");
+        run("SELECT pg_advisory_xact_lock(42)");
+        let hash = int("SELECT hashtext('printer')::bigint") as u32;
+        for tag in [waiter_tag(hash, 0, QUEUE_TAG), waiter_tag(hash, 7, WAITER_TAG)] {
+            // SAFETY: a share lock of this transaction, granted at once (nobody else locks the
+            // tag) and released when the harness rolls the transaction back.
+            unsafe { pg_sys::LockAcquire(&tag, pg_sys::ShareLock as pg_sys::LOCKMODE, false, true) };
+        }
+        let held = format!(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND objsubid IN ({WAITER_TAG}, {QUEUE_TAG})"
+        );
+        assert_eq!(int(&held), 2, "a waiter's tags are advisory locks");
+        assert_eq!(
+            int("SELECT count(*) FROM rowversion.advisory_locks() WHERE pid = pg_backend_pid()"),
+            1,
+            "only pg_advisory_xact_lock(42) is listed"
+        );
+        assert_eq!(
+            int("SELECT waiting FROM rowversion.leases WHERE name = 'printer'"),
+            1,
+            "the waiter tag counts, the queue tag does not"
+        );
+    }
+
+    #[pg_test]
     fn advisory_key_decodes_both_forms_of_the_key() {
         run("SELECT pg_advisory_xact_lock(-2)");
         run("SELECT pg_advisory_xact_lock(7, -3)");
