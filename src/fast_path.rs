@@ -758,6 +758,11 @@ v1_function! {
     /// RETURNS T` for T smallint, integer and bigint: the trigger's UPDATE contract as an
     /// expression, which the planner hook puts in the target list.
     pg_finfo_rowversion_next_version,
+    declared [
+        "next_version(bigint, bigint, oid, tid, integer) -> bigint",
+        "next_version(integer, integer, oid, tid, integer) -> integer",
+        "next_version(smallint, smallint, oid, tid, integer) -> smallint",
+    ],
     fn rowversion_next_version(args) -> Report {
         // SAFETY: the declared argument types; a call the planner hook made (checked first)
         // has the row's table, locked by the statement, and its place there as arguments 2

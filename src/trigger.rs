@@ -38,6 +38,7 @@ impl From<TriggerError> for Report {
 crate::fmgr::v1_function! {
     /// The trigger function, declared in `sql/trigger.sql`.
     pg_finfo_rowversion_version_trigger,
+    declared ["version_trigger() -> trigger"],
     fn rowversion_version_trigger(args) -> Report {
         let data = args.trigger_data().ok_or(TriggerError::NotCalledAsRowTrigger)?;
         // SAFETY: a trigger call: `data` is its TriggerData, whose relation, trigger and

@@ -379,6 +379,7 @@ crate::fmgr::v1_function! {
     /// OUT ignore_columns name[])`: the columns a versioning trigger's WHEN clause names, for the
     /// `rowversion.tables` view and the checked functions; NULLs for a clause of another shape.
     pg_finfo_rowversion_trigger_columns,
+    declared ["trigger_columns(regclass, pg_node_tree) -> (name, name[])"],
     fn rowversion_trigger_columns(args) -> crate::fmgr::CallError {
         let (Some(relid), Some(qual)) = (args.oid(0), args.datum(1)) else { return Ok(None) };
         // SAFETY: argument 1 is a pg_node_tree (text); the result row is formed with the

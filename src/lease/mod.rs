@@ -214,6 +214,7 @@ v1_function! {
     /// `rowversion.lease_acquire(name text, ttl interval, wait interval DEFAULT '0 s', holder
     /// text DEFAULT NULL) RETURNS bigint`: the new token, or NULL when still taken after `wait`.
     pg_finfo_rowversion_lease_acquire,
+    declared ["lease_acquire(text, interval, interval, text) -> bigint"],
     fn rowversion_lease_acquire(args) -> LeaseError {
         // SAFETY: the arguments are (text, interval, interval, text).
         unsafe {
@@ -239,6 +240,7 @@ v1_function! {
 v1_function! {
     /// `rowversion.lease_renew(name text, token bigint, ttl interval) RETURNS boolean`
     pg_finfo_rowversion_lease_renew,
+    declared ["lease_renew(text, bigint, interval) -> boolean"],
     fn rowversion_lease_renew(args) -> LeaseError {
         // SAFETY: the arguments are (text, bigint, interval).
         unsafe {
@@ -254,6 +256,7 @@ v1_function! {
 v1_function! {
     /// `rowversion.lease_release(name text, token bigint) RETURNS boolean`
     pg_finfo_rowversion_lease_release,
+    declared ["lease_release(text, bigint) -> boolean"],
     fn rowversion_lease_release(args) -> LeaseError {
         // SAFETY: the arguments are (text, bigint).
         let name = unsafe { Name::from_arg(args, 0)? };
@@ -266,6 +269,7 @@ v1_function! {
     /// `rowversion.lease_check(name text, token bigint) RETURNS void`: raises RV001 unless
     /// `token` holds the lease.
     pg_finfo_rowversion_lease_check,
+    declared ["lease_check(text, bigint) -> void"],
     fn rowversion_lease_check(args) -> LeaseError {
         // SAFETY: the arguments are (text, bigint).
         let name = unsafe { Name::from_arg(args, 0)? };
@@ -278,6 +282,7 @@ v1_function! {
     /// `rowversion.lease_break(name text) RETURNS boolean`: frees a live lease whatever its
     /// token, for its role and superusers.
     pg_finfo_rowversion_lease_break,
+    declared ["lease_break(text) -> boolean"],
     fn rowversion_lease_break(args) -> LeaseError {
         // SAFETY: the argument is text.
         let name = unsafe { Name::from_arg(args, 0)? };
