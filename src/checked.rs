@@ -19,12 +19,12 @@ use pgrx::prelude::*;
 use pgrx::spi::quote_literal;
 use pgrx::{PgRelation, PgSqlErrorCode};
 
+use crate::contract::{column_privilege, describe_key, ContractError};
 use crate::fmgr::{result_row, v1_function, Args, CallError};
 use crate::jsonb::{numeric_to_i64, Container, Value};
 use crate::key::{self, check_key, JsonArg, KeyError};
 use crate::report::Report;
 use crate::table::{prepared, table, Statement, Table, TableError};
-use crate::trigger::{column_privilege, describe_key, TriggerError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckedError {
@@ -114,7 +114,7 @@ impl From<CheckedError> for Report {
         if let CheckedError::Conflict { relid, attnum, table, key, expected, found } = error {
             // The stored version came from the probe, a SELECT with the caller's privileges and
             // row-level security: the caller could read it with plain SQL.
-            return Report::from(TriggerError::Conflict { table, key, expected, found: Some(found) })
+            return Report::from(ContractError::Conflict { table, key, expected, found: Some(found) })
                 .on_column(relid, attnum);
         }
         match error {
@@ -408,6 +408,7 @@ unsafe fn update_call(args: Args) -> Result<(Rc<Table>, i16, JsonArg, i64, Check
 v1_function! {
     /// `rowversion.update(rel regclass, key jsonb, expected_version bigint, changes jsonb) RETURNS bigint`
     pg_finfo_rowversion_update,
+    declared ["update(regclass, jsonb, bigint, jsonb) -> bigint"],
     fn rowversion_update(args) -> CheckedError {
         // SAFETY: this function's arguments.
         let (table, attnum, key, expected, outcome) = unsafe { update_call(args)? };
@@ -418,6 +419,7 @@ v1_function! {
 v1_function! {
     /// `rowversion.try_update(...) RETURNS TABLE(applied boolean, version bigint)`
     pg_finfo_rowversion_try_update,
+    declared ["try_update(regclass, jsonb, bigint, jsonb) -> SETOF (boolean, bigint)"],
     fn rowversion_try_update(args) -> CheckedError {
         // SAFETY: this function's arguments.
         let (applied, version) = match unsafe { update_call(args)? }.4 {
@@ -435,6 +437,7 @@ v1_function! {
 v1_function! {
     /// `rowversion.delete(rel regclass, key jsonb, expected_version bigint) RETURNS void`
     pg_finfo_rowversion_delete,
+    declared ["delete(regclass, jsonb, bigint) -> void"],
     fn rowversion_delete(args) -> CheckedError {
         let (table, attnum) = checked_table(required(args.oid(0), "rel")?, Access::Delete)?;
         // SAFETY: argument 1 is jsonb.
@@ -448,6 +451,7 @@ v1_function! {
 v1_function! {
     /// `rowversion.current_version(rel regclass, key jsonb) RETURNS bigint`: NULL when no row.
     pg_finfo_rowversion_current_version,
+    declared ["current_version(regclass, jsonb) -> bigint"],
     fn rowversion_current_version(args) -> CheckedError {
         let (table, _) = checked_table(required(args.oid(0), "rel")?, Access::Read)?;
         // SAFETY: argument 1 is jsonb.
@@ -459,6 +463,7 @@ v1_function! {
 v1_function! {
     /// `rowversion.update_many(rel regclass, rows jsonb) RETURNS bigint`
     pg_finfo_rowversion_update_many,
+    declared ["update_many(regclass, jsonb) -> bigint"],
     fn rowversion_update_many(args) -> CheckedError {
         let (table, attnum) = checked_table(required(args.oid(0), "rel")?, Access::Update)?;
         // SAFETY: argument 1 is jsonb.

@@ -87,6 +87,7 @@ v1_function! {
     /// mode text, pids int[], waiting_pids int[])`, STRICT, declared in `sql/diagnostics.sql`.
     /// Returns its rows in materialize mode. (The symbol keeps the name pgrx gave it in 0.1.0.)
     pg_finfo_row_locks_wrapper,
+    declared ["row_locks(regclass, jsonb) -> SETOF (xid, xid, text, integer[], integer[])"],
     fn row_locks_wrapper(args) -> DiagnosticsError {
         let (Some(rel), Some(key)) = (args.oid(0), args.datum(1)) else { return Ok(None) };
         // SAFETY: argument 1 is jsonb; the rows go to the tuplestore InitMaterializedSRF sets

@@ -120,6 +120,10 @@ v1_function! {
     /// database runs until ALTER EXTENSION UPDATE, has no `ignore_columns`. (The symbol keeps
     /// the name pgrx gave it in 0.1.0.)
     pg_finfo_enable_wrapper,
+    declared [
+        "enable(regclass, name, text, name[]) -> void",
+        "enable(regclass, name, text) -> void",
+    ],
     fn enable_wrapper(args) -> EnableError {
         let (Some(rel), Some(column), Some(mode)) = (args.oid(0), args.datum(1), args.datum(2)) else {
             return Ok(None);
@@ -173,6 +177,7 @@ unsafe fn names(array: pg_sys::Datum) -> Result<Vec<String>, EnableError> {
 v1_function! {
     /// `rowversion.disable(rel regclass)`, STRICT.
     pg_finfo_disable_wrapper,
+    declared ["disable(regclass) -> void"],
     fn disable_wrapper(args) -> EnableError {
         let Some(rel) = args.oid(0) else { return Ok(None) };
         Spi::connect_mut(|client| disable_table(client, rel)).map(|()| None)

@@ -38,30 +38,72 @@ use std::ffi::c_int;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::contract::{self, ContractError, Mismatch};
 use crate::fmgr::v1_function;
 use crate::http::{self, IfMatch};
 use crate::merge_action;
-use crate::node::{cells, is_node, result_relations};
+use crate::node::{attribute, cells, is_node, result_relations};
 use crate::report::Report;
-use crate::trigger::{self, TriggerError};
+// The fast path stands in for the trigger, and recognises the trigger function by its code.
+use crate::trigger::rowversion_version_trigger;
 use crate::version_column::{self, Mode, VersionColumn, VersionType};
 
-/// The high bits of `next_version()`'s last argument in an expression the planner hook wrote,
-/// with the mode in the low bits.
-const MAGIC: i32 = 0x5256_0000;
-/// The version column is not in the SET list: lenient, +1.
-const MODE_LENIENT: i32 = 0;
-/// ... strict: refused.
-const MODE_STRICT: i32 = 1;
-/// The SET list states the version: checked.
-const MODE_CHECK: i32 = 2;
-/// Only ignored columns are set: the version stays.
-const MODE_KEEP: i32 = 3;
-/// Or'ed to the mode for a MERGE action. After waiting for a concurrent update, MERGE
-/// re-evaluates an action with the target's stored values read from the newest row version
-/// but its row id still from the join's row (`ExecMergeMatched` does not refresh it), so a
-/// refusal looks at the row's newest version (see [`lock_row`]).
-const MERGE_ACTION: i32 = 0x100;
+/// What `next_version()` does for one SET list, as the planner hook chose it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SetListMode {
+    /// The version column is not in the SET list: lenient, +1.
+    Lenient = 0,
+    /// ... strict: refused.
+    Strict = 1,
+    /// The SET list states the version: checked.
+    Check = 2,
+    /// Only ignored columns are set: the version stays.
+    Keep = 3,
+}
+
+/// `next_version()`'s last argument, an `integer` constant in the expression the planner hook
+/// wrote. Plans and the SQL declaration carry its encoding, so it stays as it is: [`MAGIC`] in
+/// the high bits, the mode's number in the low 8 bits, and [`MERGE_ACTION`] or'ed in.
+///
+/// [`MAGIC`]: ModeArgument::MAGIC
+/// [`MERGE_ACTION`]: ModeArgument::MERGE_ACTION
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ModeArgument {
+    /// `None` for a number that is no mode: such a call accepts no row.
+    mode: Option<SetListMode>,
+    /// The SET list is a MERGE action's. After waiting for a concurrent update, MERGE
+    /// re-evaluates an action with the target's stored values read from the newest row version
+    /// but its row id still from the join's row (`ExecMergeMatched` does not refresh it), so a
+    /// refusal looks at the row's newest version (see [`lock_row`]).
+    merge_action: bool,
+}
+
+impl ModeArgument {
+    /// The high 16 bits of every argument the planner hook writes.
+    const MAGIC: i32 = 0x5256_0000;
+    /// The bit of [`Self::merge_action`].
+    const MERGE_ACTION: i32 = 0x100;
+    /// Every mode; the number of each is its discriminant.
+    const MODES: [SetListMode; 4] = [SetListMode::Lenient, SetListMode::Strict, SetListMode::Check, SetListMode::Keep];
+
+    fn encode(mode: SetListMode, merge_action: bool) -> i32 {
+        Self::MAGIC | mode as i32 | if merge_action { Self::MERGE_ACTION } else { 0 }
+    }
+
+    /// The argument of a call the planner hook made (see [`Self::is_planners`]).
+    fn decode(value: i32) -> Self {
+        let value = value & 0xFFFF;
+        Self {
+            mode: Self::MODES.into_iter().find(|&mode| mode as i32 == value & 0xFF),
+            merge_action: value & Self::MERGE_ACTION != 0,
+        }
+    }
+
+    /// Whether `value` has the high bits the planner hook writes.
+    fn is_planners(value: i32) -> bool {
+        value & !0xFFFF == Self::MAGIC
+    }
+}
 
 /// `pg_rowversion.fast_path`: off makes the planner leave UPDATEs to the trigger (for a
 /// session, a role or a database; for comparing the two paths).
@@ -269,10 +311,8 @@ unsafe fn versioning(rel: pg_sys::Relation, trigger: &pg_sys::Trigger) -> Option
         let columns = version_column::when_columns(trigger.tgqual)?
             .into_iter()
             .map(|attnum| {
-                (attnum >= 1 && i32::from(attnum) <= (*tupdesc).natts).then(|| {
-                    std::ffi::CStr::from_ptr(version_column::attribute(tupdesc, attnum).attname.data.as_ptr())
-                        .to_owned()
-                })
+                (attnum >= 1 && i32::from(attnum) <= (*tupdesc).natts)
+                    .then(|| std::ffi::CStr::from_ptr(attribute(tupdesc, attnum).attname.data.as_ptr()).to_owned())
             })
             .collect::<Option<Vec<_>>>()?;
         let mode = std::ffi::CStr::from_ptr(*trigger.tgargs).to_owned();
@@ -387,7 +427,7 @@ unsafe fn rewrite(parse: *mut pg_sys::Query) -> Option<Rewritten> {
                     rewrite.result,
                     &rewrite.column,
                     rewrite.next_version,
-                    mode | rewrite.flags,
+                    ModeArgument::encode(mode, rewrite.merge_action),
                     stated,
                 );
             }
@@ -399,11 +439,11 @@ unsafe fn rewrite(parse: *mut pg_sys::Query) -> Option<Rewritten> {
 /// How [`rewrite`] changes one UPDATE: each SET list with its mode and stated version.
 struct Rewrite {
     result: c_int,
-    /// [`MERGE_ACTION`] for a MERGE's SET lists.
-    flags: i32,
+    /// Whether the SET lists are a MERGE's actions.
+    merge_action: bool,
     column: VersionColumn,
     next_version: pg_sys::Oid,
-    set_lists: Vec<(*mut *mut pg_sys::List, i32, Option<*mut pg_sys::TargetEntry>)>,
+    set_lists: Vec<(*mut *mut pg_sys::List, SetListMode, Option<*mut pg_sys::TargetEntry>)>,
 }
 
 /// How to rewrite the SET lists of an UPDATE of a versioned table: all of them, or none when
@@ -436,9 +476,7 @@ unsafe fn prepare(parse: *mut pg_sys::Query) -> Option<Rewrite> {
         let column = (partitioned || heap_table(rel))
             .then(|| named_version_trigger(rel))
             .flatten()
-            .filter(|trigger| {
-                Some(trigger.tgfoid) == function_oid(c"version_trigger", &[], trigger::rowversion_version_trigger)
-            })
+            .filter(|trigger| Some(trigger.tgfoid) == function_oid(c"version_trigger", &[], rowversion_version_trigger))
             .and_then(|trigger| version_column::lookup(rel, trigger).ok());
         pg_sys::RelationClose(rel);
         let column = column?;
@@ -449,8 +487,8 @@ unsafe fn prepare(parse: *mut pg_sys::Query) -> Option<Rewrite> {
         let set_lists = set_lists(parse)
             .map(|list| mode_of(*list, &column).map(|(mode, stated)| (list, mode, stated)))
             .collect::<Option<Vec<_>>>()?;
-        let flags = if (*parse).commandType == pg_sys::CmdType::CMD_MERGE { MERGE_ACTION } else { 0 };
-        Some(Rewrite { result, flags, column, next_version, set_lists })
+        let merge_action = (*parse).commandType == pg_sys::CmdType::CMD_MERGE;
+        Some(Rewrite { result, merge_action, column, next_version, set_lists })
     }
 }
 
@@ -463,7 +501,7 @@ unsafe fn prepare(parse: *mut pg_sys::Query) -> Option<Rewrite> {
 unsafe fn mode_of(
     set_list: *mut pg_sys::List,
     column: &VersionColumn,
-) -> Option<(i32, Option<*mut pg_sys::TargetEntry>)> {
+) -> Option<(SetListMode, Option<*mut pg_sys::TargetEntry>)> {
     // SAFETY: the list's target entries, read as their tags say.
     unsafe {
         let mut updated: *mut pg_sys::Bitmapset = std::ptr::null_mut();
@@ -488,16 +526,17 @@ unsafe fn mode_of(
             {
                 return None
             }
-            Some(_) => MODE_CHECK,
-            None if column.ignored.cover(updated) => MODE_KEEP,
-            None if column.mode == Mode::Strict => MODE_STRICT,
-            None => MODE_LENIENT,
+            Some(_) => SetListMode::Check,
+            None if column.ignored.cover(updated) => SetListMode::Keep,
+            None if column.mode == Mode::Strict => SetListMode::Strict,
+            None => SetListMode::Lenient,
         };
         Some((mode, stated))
     }
 }
 
-/// Sets the version column in `set_list` to `next_version(stored, stated or NULL, ...)`.
+/// Sets the version column in `set_list` to `next_version(stored, stated or NULL, ...,
+/// argument)`, `argument` an encoded [`ModeArgument`].
 ///
 /// # Safety
 /// `set_list` must be a SET list of the Query being planned, whose result relation is range
@@ -507,7 +546,7 @@ unsafe fn add_next_version(
     result: c_int,
     column: &VersionColumn,
     next_version: pg_sys::Oid,
-    mode: i32,
+    argument: i32,
     stated: Option<*mut pg_sys::TargetEntry>,
 ) {
     // SAFETY: nodes made here in the planner's memory context, put into the Query's list.
@@ -533,7 +572,7 @@ unsafe fn add_next_version(
             supplied,
             row_table.cast(),
             row_id.cast(),
-            constant(pg_sys::INT4OID, 4, (MAGIC | mode).into(), false),
+            constant(pg_sys::INT4OID, 4, argument.into(), false),
         ];
         let mut list: *mut pg_sys::List = std::ptr::null_mut();
         for arg in args {
@@ -642,7 +681,7 @@ unsafe fn planner_call(expr: *const pg_sys::Node) -> bool {
             && is_node(mode.cast(), pg_sys::NodeTag::T_Const)
             && (*mode).consttype == pg_sys::INT4OID
             && !(*mode).constisnull
-            && ((*mode).constvalue.value() as i32) & !0xFFFF == MAGIC
+            && ModeArgument::is_planners((*mode).constvalue.value() as i32)
     }
 }
 
@@ -719,6 +758,11 @@ v1_function! {
     /// RETURNS T` for T smallint, integer and bigint: the trigger's UPDATE contract as an
     /// expression, which the planner hook puts in the target list.
     pg_finfo_rowversion_next_version,
+    declared [
+        "next_version(bigint, bigint, oid, tid, integer) -> bigint",
+        "next_version(integer, integer, oid, tid, integer) -> integer",
+        "next_version(smallint, smallint, oid, tid, integer) -> smallint",
+    ],
     fn rowversion_next_version(args) -> Report {
         // SAFETY: the declared argument types; a call the planner hook made (checked first)
         // has the row's table, locked by the statement, and its place there as arguments 2
@@ -732,12 +776,15 @@ v1_function! {
             let type_oid = pg_sys::get_fn_expr_rettype((*fcinfo).flinfo);
             let version_type = VersionType::from_oid(type_oid).ok_or(FastPathError::CalledDirectly)?;
             let stored_datum = args.datum(0);
-            let flags = args.datum(4).map_or(MODE_CHECK, |d| d.value() as i32 & 0xFFFF);
-            let mode = flags & 0xFF;
+            let argument = args.datum(4).map_or(
+                ModeArgument { mode: Some(SetListMode::Check), merge_action: false },
+                |d| ModeArgument::decode(d.value() as i32),
+            );
+            let mode = argument.mode;
             // A session replaying changes (session_replication_role = replica): the trigger
             // would not fire, and the row is written as stated.
             if pg_sys::SessionReplicationRole == pg_sys::SESSION_REPLICATION_ROLE_REPLICA as c_int {
-                return Ok(if mode == MODE_CHECK { args.datum(1) } else { stored_datum });
+                return Ok(if mode == Some(SetListMode::Check) { args.datum(1) } else { stored_datum });
             }
             // A NULL can only have been written while the trigger was off; it counts as 0.
             let stored = stored_datum.map_or(0, |d| version_type.read(d));
@@ -750,11 +797,11 @@ v1_function! {
             let precondition = if_match.matches(stored);
             let accepted = match (mode, supplied) {
                 _ if !precondition => None,
-                (MODE_KEEP, _) => Some(stored),
-                (MODE_LENIENT, _) => Some(next),
-                (MODE_STRICT, _) if matches!(if_match, IfMatch::Tags { .. }) => Some(next),
-                (MODE_CHECK, Some(supplied)) if supplied == stored => Some(next),
-                (MODE_CHECK, Some(supplied)) if version_type.is_newer(supplied, stored) => Some(supplied),
+                (Some(SetListMode::Keep), _) => Some(stored),
+                (Some(SetListMode::Lenient), _) => Some(next),
+                (Some(SetListMode::Strict), _) if matches!(if_match, IfMatch::Tags { .. }) => Some(next),
+                (Some(SetListMode::Check), Some(supplied)) if supplied == stored => Some(next),
+                (Some(SetListMode::Check), Some(supplied)) if version_type.is_newer(supplied, stored) => Some(supplied),
                 _ => None,
             };
             match accepted {
@@ -763,18 +810,18 @@ v1_function! {
                         http::send_version(version);
                     }
                     // A kept version stays as stored (a NULL too).
-                    Ok(if mode == MODE_KEEP { stored_datum } else { Some(version_type.to_datum(version)) })
+                    Ok(if mode == Some(SetListMode::Keep) { stored_datum } else { Some(version_type.to_datum(version)) })
                 }
                 // The trigger decides on the row it has locked, after waiting for a concurrent
                 // writer: so does this. A row that changed meanwhile is left to the executor,
                 // which the same write fails in the same way (skipped when deleted or no longer
                 // matching, re-evaluated here when updated, 27000 when a function of this
                 // statement changed it).
-                None if !lock_row(args, flags & MERGE_ACTION != 0) => Ok(stored_datum),
+                None if !lock_row(args, argument.merge_action) => Ok(stored_datum),
                 None => {
                     let refusal = match (mode, supplied) {
                         _ if !precondition => Refusal::PreconditionFailed,
-                        (MODE_STRICT, _) => Refusal::VersionRequired,
+                        (Some(SetListMode::Strict), _) => Refusal::VersionRequired,
                         (_, None) => Refusal::NullVersion,
                         (_, Some(supplied)) => Refusal::Conflict(supplied),
                     };
@@ -942,11 +989,11 @@ unsafe fn refused(args: crate::fmgr::Args, refusal: Refusal, stored: i64) -> Rep
             return FastPathError::CalledDirectly.into();
         };
         let report = match refusal {
-            Refusal::VersionRequired => {
-                trigger::report(rel, &column, |table, name| TriggerError::VersionRequired { table, column: name })
-            }
+            Refusal::VersionRequired => contract::report(rel, column.attnum, |table, name| {
+                ContractError::VersionRequired { table, column: name }
+            }),
             Refusal::NullVersion => {
-                trigger::report(rel, &column, |table, name| TriggerError::NullVersion { table, column: name })
+                contract::report(rel, column.attnum, |table, name| ContractError::NullVersion { table, column: name })
             }
             Refusal::Conflict(_) | Refusal::PreconditionFailed => {
                 let mut tuple = pg_sys::HeapTupleData::default();
@@ -961,20 +1008,19 @@ unsafe fn refused(args: crate::fmgr::Args, refusal: Refusal, stored: i64) -> Rep
                     &mut buffer,
                     false,
                 );
-                let report = match (refusal, found) {
-                    (Refusal::Conflict(supplied), true) => {
-                        trigger::conflict(rel, &column, &mut tuple, supplied, stored)
-                    }
-                    (Refusal::Conflict(supplied), false) => trigger::report(rel, &column, |table, _| {
-                        TriggerError::Conflict { table, key: None, expected: supplied, found: None }
-                    }),
-                    (_, true) => trigger::precondition_failed(rel, &column, &mut tuple, stored),
-                    (_, false) => trigger::report(rel, &column, |table, _| TriggerError::PreconditionFailed {
-                        table,
-                        key: None,
-                        found: None,
-                    }),
-                };
+                let report =
+                    match (refusal, found) {
+                        (Refusal::Conflict(supplied), true) => {
+                            contract::mismatch(rel, column.attnum, &mut tuple, stored, Mismatch::Supplied(supplied))
+                        }
+                        (Refusal::Conflict(supplied), false) => contract::report(rel, column.attnum, |table, _| {
+                            ContractError::Conflict { table, key: None, expected: supplied, found: None }
+                        }),
+                        (_, true) => contract::mismatch(rel, column.attnum, &mut tuple, stored, Mismatch::IfMatch),
+                        (_, false) => contract::report(rel, column.attnum, |table, _| {
+                            ContractError::PreconditionFailed { table, key: None, found: None }
+                        }),
+                    };
                 if found {
                     pg_sys::ReleaseBuffer(buffer);
                 }
@@ -983,5 +1029,37 @@ unsafe fn refused(args: crate::fmgr::Args, refusal: Refusal, stored: i64) -> Rep
         };
         pg_sys::RelationClose(rel);
         report
+    }
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::{ModeArgument, SetListMode};
+
+    #[test]
+    fn the_mode_argument_keeps_the_encoding_that_plans_and_the_sql_declaration_carry() {
+        assert_eq!(ModeArgument::encode(SetListMode::Lenient, false), 0x5256_0000);
+        assert_eq!(ModeArgument::encode(SetListMode::Strict, false), 0x5256_0001);
+        assert_eq!(ModeArgument::encode(SetListMode::Check, false), 0x5256_0002);
+        assert_eq!(ModeArgument::encode(SetListMode::Keep, false), 0x5256_0003);
+        assert_eq!(ModeArgument::encode(SetListMode::Check, true), 0x5256_0102);
+    }
+
+    #[test]
+    fn every_mode_decodes_as_it_was_encoded_and_is_recognised_as_the_planners() {
+        for mode in ModeArgument::MODES {
+            for merge_action in [false, true] {
+                let encoded = ModeArgument::encode(mode, merge_action);
+                assert!(ModeArgument::is_planners(encoded));
+                assert_eq!(ModeArgument::decode(encoded), ModeArgument { mode: Some(mode), merge_action });
+            }
+        }
+        assert!(!ModeArgument::is_planners(2), "a bare mode number is not the planner's");
+    }
+
+    #[test]
+    fn a_number_that_is_no_mode_decodes_to_none_and_keeps_the_merge_bit() {
+        assert_eq!(ModeArgument::decode(0x5256_0104), ModeArgument { mode: None, merge_action: true });
+        assert_eq!(ModeArgument::decode(0x5256_00FF), ModeArgument { mode: None, merge_action: false });
     }
 }

@@ -122,13 +122,31 @@ pub unsafe fn result_row(
     }
 }
 
-/// Declares a V1 SQL function: its `Pg_finfo_record` (named `finfo`), the `#[pg_guard]`ed
-/// `extern "C-unwind"` symbol `name` that `sql/*.sql` names, and its body, a block that reads
-/// its arguments through `args` ([`Args`]) and evaluates to
+/// The SQL declarations of a V1 function's symbol, as its [`v1_function!`] states them: each
+/// `name(argument types) -> result type`, the types as `format_type` names them, a composite
+/// result as the list of its column types, a set-returning one prefixed `SETOF`. Nothing but
+/// a test ties a symbol to the declarations in `sql/` (the `#[pg_test]` in `pg_tests.rs`
+/// compares these with `pg_proc`).
+#[cfg(any(test, feature = "pg_test"))]
+pub struct Declaration {
+    pub symbol: &'static str,
+    /// Every declaration the symbol accepts, older releases' included.
+    pub signatures: &'static [&'static str],
+}
+
+/// Declares a V1 SQL function: its `Pg_finfo_record` (named `finfo`), the SQL declarations
+/// that call it (`declared`, see [`Declaration`]; for tests, as `name::DECLARATION`), the
+/// `#[pg_guard]`ed `extern "C-unwind"` symbol `name` that `sql/*.sql` names, and its body, a
+/// block that reads its arguments through `args` ([`Args`]) and evaluates to
 /// `Result<Option<Datum>, error>` (`None`: SQL NULL). The symbol names are stable: released
 /// install scripts store them.
 macro_rules! v1_function {
-    ($(#[$doc:meta])* $finfo:ident, fn $name:ident($args:ident) -> $error:ty $body:block) => {
+    (
+        $(#[$doc:meta])*
+        $finfo:ident,
+        declared [$($signature:literal),+ $(,)?],
+        fn $name:ident($args:ident) -> $error:ty $body:block
+    ) => {
         #[unsafe(no_mangle)]
         #[doc(hidden)]
         pub extern "C" fn $finfo() -> &'static pgrx::pg_sys::Pg_finfo_record {
@@ -147,6 +165,14 @@ macro_rules! v1_function {
             let body = |$args: $crate::fmgr::Args| -> ::core::result::Result<Option<pgrx::pg_sys::Datum>, $error> { $body };
             // SAFETY: Postgres passes the V1 call being executed.
             unsafe { $crate::fmgr::finish(fcinfo, body) }
+        }
+
+        // The same name as the function's, in the type namespace: `name::DECLARATION`.
+        #[cfg(any(test, feature = "pg_test"))]
+        #[doc(hidden)]
+        pub mod $name {
+            pub const DECLARATION: $crate::fmgr::Declaration =
+                $crate::fmgr::Declaration { symbol: stringify!($name), signatures: &[$($signature),+] };
         }
     };
 }

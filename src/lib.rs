@@ -7,6 +7,8 @@
 //! Modules:
 //! - [`enable`]: `rowversion.enable()` / `rowversion.disable()`, putting tables under version control;
 //! - [`trigger`]: the per-row trigger, the product's hot path;
+//! - [`contract`]: the contract's errors and what they may show, raised by the trigger, the
+//!   fast path and the checked functions alike;
 //! - [`checked`]: `rowversion.update()` and friends, checked writes as function calls;
 //! - [`diagnostics`]: `rowversion.row_locks()`, who holds a lock on one row (the other lock
 //!   diagnostics are SQL);
@@ -21,6 +23,7 @@
 use pgrx::prelude::*;
 
 mod checked;
+mod contract;
 mod diagnostics;
 mod enable;
 mod encoding;

@@ -1,5 +1,6 @@
 //! Reading Postgres node trees: Lists and node tags (the WHEN clause of a trigger, a Query
-//! about to be planned, a plan), and the result relations of a started ModifyTable.
+//! about to be planned, a plan), the result relations of a started ModifyTable, and the
+//! columns of a tuple descriptor.
 
 use pgrx::pg_sys;
 
@@ -40,5 +41,25 @@ pub unsafe fn result_relations<'a>(state: *mut pg_sys::PlanState) -> &'a mut [pg
             return &mut [];
         }
         std::slice::from_raw_parts_mut((*state).resultRelInfo, (*state).mt_nrels as usize)
+    }
+}
+
+/// Column `attnum` (1-based) of a tuple descriptor. Postgres 18 stores `natts` compact
+/// attributes first and the full ones after them.
+///
+/// # Safety
+/// `tupdesc` must be valid and `attnum` one of its columns.
+pub unsafe fn attribute<'a>(tupdesc: pg_sys::TupleDesc, attnum: i16) -> &'a pg_sys::FormData_pg_attribute {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let natts = (*tupdesc).natts as usize;
+        #[cfg(not(feature = "pg18"))]
+        let attributes = (*tupdesc).attrs.as_slice(natts);
+        #[cfg(feature = "pg18")]
+        let attributes = std::slice::from_raw_parts(
+            (*tupdesc).compact_attrs.as_ptr().add(natts).cast::<pg_sys::FormData_pg_attribute>(),
+            natts,
+        );
+        &attributes[attnum as usize - 1]
     }
 }

@@ -923,6 +923,94 @@ mod tests {
     }
 
     #[pg_test]
+    fn the_advisory_locks_of_lease_waiters_are_left_out_of_advisory_locks_and_counted_by_leases() {
+        use crate::lease::queue::{waiter_tag, QUEUE_TAG, WAITER_TAG};
+        run("SELECT rowversion.lease_acquire('printer', '1 min')");
+        run("SELECT pg_advisory_xact_lock(42)");
+        let hash = int("SELECT hashtext('printer')::bigint") as u32;
+        for tag in [waiter_tag(hash, 0, QUEUE_TAG), waiter_tag(hash, 7, WAITER_TAG)] {
+            // SAFETY: a share lock of this transaction, granted at once (nobody else locks the
+            // tag) and released when the harness rolls the transaction back.
+            unsafe { pg_sys::LockAcquire(&tag, pg_sys::ShareLock as pg_sys::LOCKMODE, false, true) };
+        }
+        let held = format!(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND objsubid IN ({WAITER_TAG}, {QUEUE_TAG})"
+        );
+        assert_eq!(int(&held), 2, "a waiter's tags are advisory locks");
+        assert_eq!(
+            int("SELECT count(*) FROM rowversion.advisory_locks() WHERE pid = pg_backend_pid()"),
+            1,
+            "only pg_advisory_xact_lock(42) is listed"
+        );
+        assert_eq!(
+            int("SELECT waiting FROM rowversion.leases WHERE name = 'printer'"),
+            1,
+            "the waiter tag counts, the queue tag does not"
+        );
+    }
+
+    // ---- the library's symbols and their SQL declarations ----
+
+    /// Every `v1_function!` of the library.
+    const V1_FUNCTIONS: [crate::fmgr::Declaration; 16] = [
+        crate::checked::rowversion_update::DECLARATION,
+        crate::checked::rowversion_try_update::DECLARATION,
+        crate::checked::rowversion_delete::DECLARATION,
+        crate::checked::rowversion_current_version::DECLARATION,
+        crate::checked::rowversion_update_many::DECLARATION,
+        crate::diagnostics::row_locks_wrapper::DECLARATION,
+        crate::enable::enable_wrapper::DECLARATION,
+        crate::enable::disable_wrapper::DECLARATION,
+        crate::fast_path::rowversion_next_version::DECLARATION,
+        crate::lease::rowversion_lease_acquire::DECLARATION,
+        crate::lease::rowversion_lease_renew::DECLARATION,
+        crate::lease::rowversion_lease_release::DECLARATION,
+        crate::lease::rowversion_lease_check::DECLARATION,
+        crate::lease::rowversion_lease_break::DECLARATION,
+        crate::trigger::rowversion_version_trigger::DECLARATION,
+        crate::version_column::rowversion_trigger_columns::DECLARATION,
+    ];
+
+    #[pg_test]
+    fn every_c_function_of_the_extension_is_declared_as_its_v1_function_states() {
+        // Each C function of the extension's schema: its symbol, a tab, and its signature
+        // written as `Declaration` writes it.
+        let declared = text(
+            r#"SELECT string_agg(p.prosrc || E'\t' || p.proname || '(' || pg_catalog.oidvectortypes(p.proargtypes) || ') -> '
+                   || CASE WHEN p.proretset THEN 'SETOF ' ELSE '' END
+                   || CASE WHEN p.proallargtypes IS NULL THEN pg_catalog.format_type(p.prorettype, NULL)
+                      ELSE '(' || (SELECT string_agg(pg_catalog.format_type(a.type, NULL), ', ' ORDER BY a.n)
+                                   FROM unnest(p.proallargtypes, p.proargmodes) WITH ORDINALITY AS a(type, mode, n)
+                                   WHERE a.mode IN ('o', 'b', 't')) || ')' END,
+                   E'\n' ORDER BY p.prosrc, p.proname, p.oid)
+               FROM pg_catalog.pg_proc p
+               WHERE p.pronamespace = 'rowversion'::regnamespace
+                 AND p.prolang = (SELECT oid FROM pg_catalog.pg_language WHERE lanname = 'c')"#,
+        )
+        .expect("the extension has C functions");
+        let declared: Vec<(&str, &str)> =
+            declared.lines().map(|line| line.split_once('\t').expect("symbol and signature")).collect();
+        for &(symbol, signature) in &declared {
+            let function = V1_FUNCTIONS
+                .iter()
+                .find(|function| function.symbol == symbol)
+                .unwrap_or_else(|| panic!("{signature}: no v1_function! in V1_FUNCTIONS is {symbol}"));
+            assert!(
+                function.signatures.contains(&signature),
+                "{signature} is declared with symbol {symbol}, whose v1_function! states {:?}",
+                function.signatures
+            );
+        }
+        for function in V1_FUNCTIONS {
+            assert!(
+                declared.iter().any(|&(symbol, _)| symbol == function.symbol),
+                "no SQL function calls {}",
+                function.symbol
+            );
+        }
+    }
+
+    #[pg_test]
     fn advisory_key_decodes_both_forms_of_the_key() {
         run("SELECT pg_advisory_xact_lock(-2)");
         run("SELECT pg_advisory_xact_lock(7, -3)");

@@ -19,9 +19,9 @@ use std::ffi::CStr;
 
 use pgrx::pg_sys;
 
+use crate::contract::ContractError;
 use crate::encoding;
-use crate::node::{cells, is_node};
-use crate::trigger::TriggerError;
+use crate::node::{attribute, cells, is_node};
 
 /// The integer type of a version column; increments wrap like two's-complement arithmetic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,7 +230,7 @@ pub fn forget(relid: pg_sys::Oid) {
 ///
 /// # Safety
 /// `rel` and `trigger` must be the valid relation and trigger of a firing trigger.
-pub unsafe fn lookup(rel: pg_sys::Relation, trigger: *const pg_sys::Trigger) -> Result<VersionColumn, TriggerError> {
+pub unsafe fn lookup(rel: pg_sys::Relation, trigger: *const pg_sys::Trigger) -> Result<VersionColumn, ContractError> {
     // SAFETY: the caller guarantees `trigger` is valid.
     let trigger_oid = unsafe { (*trigger).tgoid };
     if let Some(column) = BY_TRIGGER.with_borrow(|cache| cache.get(&trigger_oid).copied()) {
@@ -284,13 +284,13 @@ pub unsafe fn when_columns(tgqual: *const std::ffi::c_char) -> Option<Vec<i16>> 
 }
 
 /// Reads the mode from the trigger's argument and the columns from its WHEN clause.
-unsafe fn resolve(rel: pg_sys::Relation, trigger: *const pg_sys::Trigger) -> Result<VersionColumn, TriggerError> {
+unsafe fn resolve(rel: pg_sys::Relation, trigger: *const pg_sys::Trigger) -> Result<VersionColumn, ContractError> {
     // SAFETY: the caller guarantees that `rel` and `trigger` are valid; a trigger's `tgargs`
     // holds `tgnargs` C strings and `tgqual` is NULL or a node string.
     unsafe {
         let trigger = &*trigger;
         let not_from_enable =
-            || TriggerError::NotCreatedByEnable { trigger: encoding::cstr_from_server_lossy(trigger.tgname) };
+            || ContractError::NotCreatedByEnable { trigger: encoding::cstr_from_server_lossy(trigger.tgname) };
         if trigger.tgnargs != 1 || trigger.tgqual.is_null() {
             return Err(not_from_enable());
         }
@@ -309,7 +309,7 @@ unsafe fn resolve(rel: pg_sys::Relation, trigger: *const pg_sys::Trigger) -> Res
         columns[1..].iter().for_each(|&attnum| ignored.insert(attnum));
         add_generated_columns(tupdesc, &mut ignored);
         let attribute = *attribute(tupdesc, attnum);
-        let version_type = VersionType::from_oid(attribute.atttypid).ok_or_else(|| TriggerError::UnsupportedType {
+        let version_type = VersionType::from_oid(attribute.atttypid).ok_or_else(|| ContractError::UnsupportedType {
             column: encoding::cstr_from_server_lossy(attribute.attname.data.as_ptr()),
             type_name: type_name(attribute.atttypid),
         })?;
@@ -340,26 +340,6 @@ unsafe fn add_generated_columns(tupdesc: pg_sys::TupleDesc, ignored: &mut Ignore
             pg_sys::pull_varattnos(pg_sys::stringToNode(default.adbin).cast(), 1, &mut sources);
             ignored.add_generated(attnum, sources);
         }
-    }
-}
-
-/// Column `attnum` (1-based) of a tuple descriptor. Postgres 18 stores `natts` compact
-/// attributes first and the full ones after them.
-///
-/// # Safety
-/// `tupdesc` must be valid and `attnum` one of its columns.
-pub unsafe fn attribute<'a>(tupdesc: pg_sys::TupleDesc, attnum: i16) -> &'a pg_sys::FormData_pg_attribute {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        let natts = (*tupdesc).natts as usize;
-        #[cfg(not(feature = "pg18"))]
-        let attributes = (*tupdesc).attrs.as_slice(natts);
-        #[cfg(feature = "pg18")]
-        let attributes = std::slice::from_raw_parts(
-            (*tupdesc).compact_attrs.as_ptr().add(natts).cast::<pg_sys::FormData_pg_attribute>(),
-            natts,
-        );
-        &attributes[attnum as usize - 1]
     }
 }
 
@@ -399,6 +379,7 @@ crate::fmgr::v1_function! {
     /// OUT ignore_columns name[])`: the columns a versioning trigger's WHEN clause names, for the
     /// `rowversion.tables` view and the checked functions; NULLs for a clause of another shape.
     pg_finfo_rowversion_trigger_columns,
+    declared ["trigger_columns(regclass, pg_node_tree) -> (name, name[])"],
     fn rowversion_trigger_columns(args) -> crate::fmgr::CallError {
         let (Some(relid), Some(qual)) = (args.oid(0), args.datum(1)) else { return Ok(None) };
         // SAFETY: argument 1 is a pg_node_tree (text); the result row is formed with the
