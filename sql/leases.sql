@@ -1,4 +1,4 @@
--- Leases: named locks with a lifetime and a fencing token (src/lease.rs).
+-- Leases: named locks with a lifetime and a fencing token (src/lease/).
 --
 -- One row per name ever acquired, kept after release so that its token keeps increasing. The
 -- functions read and write it as the extension's owner; nobody else has any privilege on it.

@@ -44,8 +44,6 @@ use crate::http::{self, IfMatch};
 use crate::merge_action;
 use crate::node::{attribute, cells, is_node, result_relations};
 use crate::report::Report;
-// The fast path stands in for the trigger, and recognises the trigger function by its code.
-use crate::trigger::rowversion_version_trigger;
 use crate::version_column::{self, Mode, VersionColumn, VersionType};
 
 /// What `next_version()` does for one SET list, as the planner hook chose it.
@@ -109,11 +107,17 @@ impl ModeArgument {
 /// session, a role or a database; for comparing the two paths).
 static FAST_PATH: pgrx::GucSetting<bool> = pgrx::GucSetting::<bool>::new(true);
 
+/// The trigger function's code, which the fast path stands in for: it recognises the trigger
+/// by it. Given by `_PG_init` (the trigger module is above this one).
+static VERSION_TRIGGER: std::sync::OnceLock<V1Function> = std::sync::OnceLock::new();
+
 static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
 static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
 
-/// Installs the hooks and the setting (from `_PG_init`).
-pub fn install() {
+/// Installs the hooks and the setting (from `_PG_init`); `version_trigger` is the code of
+/// `rowversion.version_trigger()`.
+pub fn install(version_trigger: V1Function) {
+    VERSION_TRIGGER.get_or_init(|| version_trigger);
     pgrx::GucRegistry::define_bool_guc(
         c"pg_rowversion.fast_path",
         c"Checks and increments versions in the UPDATE's SET list instead of the row trigger.",
@@ -207,7 +211,7 @@ unsafe fn checked_statements(stmt: *mut pg_sys::PlannedStmt) -> Option<usize> {
 }
 
 /// A V1 function of this library, as fmgr calls it.
-type V1Function = unsafe extern "C-unwind" fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+pub type V1Function = unsafe extern "C-unwind" fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum;
 
 /// `rowversion.<name>(argument types)`, if the extension in this database has it: a function
 /// of that name that is not this library's `code` is never trusted nor put in a plan (in a
@@ -476,7 +480,10 @@ unsafe fn prepare(parse: *mut pg_sys::Query) -> Option<Rewrite> {
         let column = (partitioned || heap_table(rel))
             .then(|| named_version_trigger(rel))
             .flatten()
-            .filter(|trigger| Some(trigger.tgfoid) == function_oid(c"version_trigger", &[], rowversion_version_trigger))
+            .filter(|trigger| {
+                VERSION_TRIGGER.get().and_then(|&code| function_oid(c"version_trigger", &[], code))
+                    == Some(trigger.tgfoid)
+            })
             .and_then(|trigger| version_column::lookup(rel, trigger).ok());
         pg_sys::RelationClose(rel);
         let column = column?;

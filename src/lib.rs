@@ -57,7 +57,7 @@ pub extern "C-unwind" fn _PG_init() {
     // SAFETY: called once per backend when the library is loaded; the callback has the
     // signature Postgres expects and lives as long as the library.
     unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget_relation), pg_sys::Datum::from(0)) };
-    fast_path::install();
+    fast_path::install(trigger::rowversion_version_trigger);
     http::install();
 }
 
