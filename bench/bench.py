@@ -91,6 +91,11 @@ WHOLE_TABLE = {
         "SELECT rowversion.enable('bench_big_lenient')",
         "UPDATE bench_big_lenient SET balance = balance + 1",
     ),
+    "pg_rowversion merge, trigger": (
+        "bench_big_merge",
+        "SELECT rowversion.enable('bench_big_merge', conflicts => 'merge')",
+        "UPDATE bench_big_merge SET balance = balance + 1",
+    ),
     "pg_rowversion lenient, fast path": (
         "bench_big_fast",
         "SELECT rowversion.enable('bench_big_fast')",
@@ -118,6 +123,11 @@ PGBENCH = {
         "bench_pgb_checked",
         "SELECT rowversion.enable('bench_pgb_checked')",
         "UPDATE bench_pgb_checked SET balance = balance + 1, version = :v WHERE id = :id;",
+    ),
+    "pg_rowversion merge, SET version = :v": (
+        "bench_pgb_merge",
+        "SELECT rowversion.enable('bench_pgb_merge', conflicts => 'merge')",
+        "UPDATE bench_pgb_merge SET balance = balance + 1, version = :v WHERE id = :id;",
     ),
     "pg_rowversion fast path, SET version = :v": (
         "bench_pgb_fast",
@@ -184,6 +194,10 @@ def create_tables(server, variants, rows):
         server.sql(f"INSERT INTO {table} (id, balance) SELECT g, 0 FROM generate_series(1, {rows}) g")
         if trigger:
             server.sql(trigger)
+        if trigger and "conflicts => 'merge'" in trigger:
+            # Every row with its record (written by its first UPDATE in merge mode), as in a
+            # table that has been in merge mode for a while.
+            server.sql(f"UPDATE {table} SET balance = balance", f"VACUUM FULL {table}")
         server.sql(f"VACUUM (ANALYZE) {table}")
 
 
@@ -339,6 +353,12 @@ def main():
         ("whole-table UPDATE, fast path <= 1.02x",
          whole["pg_rowversion lenient, fast path"] / whole[plain], 1.02, "<="),
         ("WAL of that UPDATE, fast path <= 1.01x", wal["pg_rowversion lenient, fast path"] / wal[plain], 1.01, "<="),
+        ("whole-table UPDATE, merge <= 1.10x reject",
+         whole["pg_rowversion merge, trigger"] / whole["pg_rowversion lenient, trigger"], 1.10, "<="),
+        ("WAL of that UPDATE, merge <= 1.05x reject",
+         wal["pg_rowversion merge, trigger"] / wal["pg_rowversion lenient, trigger"], 1.05, "<="),
+        ("pgbench, merge >= 0.95x reject (trigger)",
+         tps["pg_rowversion merge, SET version = :v"] / tps["pg_rowversion trigger, SET version = :v"], 0.95, ">="),
         ("pgbench, fast path >= 0.99x hand-written",
          tps["pg_rowversion fast path, SET version = :v"] / tps["hand-written WHERE id AND version"], 0.99, ">="),
         ("rowversion.update() tps >= 0.95x hand-written",

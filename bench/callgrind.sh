@@ -4,7 +4,8 @@
 # 1. Per row of a bulk UPDATE: the whole UPDATE (standard_ExecutorRun), Postgres' machinery
 #    for BEFORE ROW UPDATE triggers (ExecBRUpdateTriggers, "...New" in Debian's 15.20 build),
 #    the row lock that machinery takes (heap_lock_tuple) and the versioning function itself:
-#    the trigger, or rowversion.next_version() on the planner fast path (library preloaded).
+#    the trigger (in reject and in merge mode), or rowversion.next_version() on the planner
+#    fast path (library preloaded).
 # 2. Per call of a single-row checked update: the hand-written prepared UPDATE against
 #    SELECT rowversion.update(...), with where the difference goes. Each is run for N and for
 #    2N calls and the difference divided by N, so backend start-up and the first calls'
@@ -20,7 +21,7 @@ as_root rm -rf "$work"
 start_server "$work" "$port" autovacuum=off
 psql_work() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$port" -U postgres -d postgres "$@"; }
 
-declare -A trigger update function settings
+declare -A trigger prime update function settings
 trigger[no_trigger]=""
 update[no_trigger]="UPDATE t_no_trigger SET balance = balance + 1, version = version + 1"
 function[no_trigger]=""
@@ -36,18 +37,23 @@ function[plpgsql]=plpgsql_call_handler
 trigger[rowversion]="SELECT rowversion.enable('t_rowversion')"
 update[rowversion]="UPDATE t_rowversion SET balance = balance + 1"
 function[rowversion]=rowversion_version_trigger
+# Merge mode: every row already has its record (its first UPDATE in merge mode writes it).
+trigger[rowversion_merge]="SELECT rowversion.enable('t_rowversion_merge', conflicts => 'merge')"
+prime[rowversion_merge]="UPDATE t_rowversion_merge SET balance = balance"
+update[rowversion_merge]="UPDATE t_rowversion_merge SET balance = balance + 1"
+function[rowversion_merge]=rowversion_version_trigger
 trigger[rowversion_fast]="SELECT rowversion.enable('t_rowversion_fast')"
 update[rowversion_fast]="UPDATE t_rowversion_fast SET balance = balance + 1"
 function[rowversion_fast]=rowversion_next_version
 settings[rowversion_fast]="shared_preload_libraries=pg_rowversion"
-variants=(no_trigger builtin_noop moddatetime plpgsql rowversion rowversion_fast)
+variants=(no_trigger builtin_noop moddatetime plpgsql rowversion rowversion_merge rowversion_fast)
 
 psql_work -c "CREATE EXTENSION pg_rowversion" -c "CREATE EXTENSION moddatetime" \
     -c "$(python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import bench; print(bench.PLPGSQL_TRIGGER)' "$REPO/bench")"
 for v in "${variants[@]}"; do
     psql_work -c "CREATE TABLE t_$v (id int PRIMARY KEY, balance bigint NOT NULL, version bigint NOT NULL DEFAULT 1, modified timestamptz NOT NULL DEFAULT now())" \
         -c "INSERT INTO t_$v (id, balance) SELECT g, 0 FROM generate_series(1, $rows) g" \
-        -c "${trigger[$v]:-SELECT 1}" -c "VACUUM (ANALYZE) t_$v" >/dev/null
+        -c "${trigger[$v]:-SELECT 1}" -c "${prime[$v]:-SELECT 1}" -c "VACUUM (FULL, ANALYZE) t_$v" >/dev/null
 done
 # Per call: one table per variant, 3N rows at version 1 (the N-call run takes rows 1..N, the
 # 2N-call run rows N+1..3N, so every call updates a row once).

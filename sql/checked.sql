@@ -40,3 +40,11 @@ AS 'MODULE_PATHNAME', 'rowversion_update_many';
 
 COMMENT ON FUNCTION rowversion.update_many(regclass, jsonb) IS
 'Checked updates of many rows, all or nothing: [{"key": {...}, "version": n, "changes": {...}}, ...]; returns the number of rows updated';
+
+CREATE FUNCTION rowversion.changed_since(rel regclass, key jsonb, since bigint)
+RETURNS TABLE (column_name name, version bigint)
+LANGUAGE c STABLE
+AS 'MODULE_PATHNAME', 'rowversion_changed_since';
+
+COMMENT ON FUNCTION rowversion.changed_since(regclass, jsonb, bigint) IS
+'For a table in merge mode: the columns of the row with this primary key that changed after version since, and the version at which each last changed (NULL: 255 or more versions ago); only columns the caller may SELECT';

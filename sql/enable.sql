@@ -3,13 +3,15 @@ CREATE FUNCTION rowversion.enable(
     rel regclass,
     version_column name DEFAULT 'version',
     mode text DEFAULT 'lenient',
-    ignore_columns name[] DEFAULT '{}'
+    ignore_columns name[] DEFAULT '{}',
+    conflicts text DEFAULT 'reject',
+    merge_groups jsonb DEFAULT '[]'
 ) RETURNS void
 LANGUAGE c VOLATILE STRICT
 AS 'MODULE_PATHNAME', 'enable_wrapper';
 
-COMMENT ON FUNCTION rowversion.enable(regclass, name, text, name[]) IS
-'Puts a table under version control: adds the version column if missing and installs the trigger "rowversion"; an UPDATE of ignore_columns only does not count as a change';
+COMMENT ON FUNCTION rowversion.enable(regclass, name, text, name[], text, jsonb) IS
+'Puts a table under version control: adds the version column if missing and installs the trigger "rowversion"; an UPDATE of ignore_columns only does not count as a change; conflicts => ''merge'' accepts a stale UPDATE whose changed columns (widened to their merge group) did not change since the version it states';
 
 CREATE FUNCTION rowversion.disable(rel regclass) RETURNS void
 LANGUAGE c VOLATILE STRICT

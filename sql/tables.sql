@@ -9,6 +9,15 @@ AS 'MODULE_PATHNAME', 'rowversion_trigger_columns';
 COMMENT ON FUNCTION rowversion.trigger_columns(regclass, pg_node_tree) IS
 'The version column and the ignored columns named in the WHEN clause of a trigger that rowversion.enable() created';
 
+-- The merge groups a versioning trigger's WHEN clause names (src/version_column.rs), for the
+-- view below.
+CREATE FUNCTION rowversion.merge_groups(rel regclass, tgqual pg_node_tree) RETURNS jsonb
+LANGUAGE c STABLE STRICT
+AS 'MODULE_PATHNAME', 'rowversion_merge_groups';
+
+COMMENT ON FUNCTION rowversion.merge_groups(regclass, pg_node_tree) IS
+'The merge groups named in the WHEN clause of a trigger that rowversion.enable() created, as a JSON array of arrays of column names';
+
 -- Every versioned table. Follows renames of the table and of its columns.
 -- Partitions of a versioned partitioned table inherit its trigger and are not listed.
 CREATE VIEW rowversion.tables AS
@@ -16,14 +25,18 @@ SELECT t.tgrelid::pg_catalog.regclass AS rel,
        c.version_column,
        pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), '\000', 1) AS mode,
        t.tgenabled IN ('O', 'A') AS enabled,
-       c.ignore_columns
+       c.ignore_columns,
+       CASE WHEN t.tgnargs OPERATOR(pg_catalog.>) 1
+            THEN pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), '\000', 2)
+            ELSE 'reject' END AS conflicts,
+       rowversion.merge_groups(t.tgrelid, t.tgqual) AS merge_groups
 FROM pg_catalog.pg_trigger t
 CROSS JOIN LATERAL rowversion.trigger_columns(t.tgrelid, t.tgqual) c
 WHERE t.tgfoid = 'rowversion.version_trigger()'::pg_catalog.regprocedure
   AND t.tgparentid = 0;
 
 COMMENT ON VIEW rowversion.tables IS
-'Versioned tables: version column, mode (lenient or strict), whether the trigger fires in ordinary sessions, and the columns whose updates alone do not count';
+'Versioned tables: version column, mode (lenient or strict), whether the trigger fires in ordinary sessions, the columns whose updates alone do not count, how a stale UPDATE is decided (reject or merge) and the merge groups';
 
 GRANT USAGE ON SCHEMA rowversion TO PUBLIC;
 GRANT SELECT ON rowversion.tables TO PUBLIC;

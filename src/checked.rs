@@ -23,6 +23,7 @@ use crate::contract::{column_privilege, describe_key, ContractError};
 use crate::fmgr::{result_row, v1_function, Args, CallError};
 use crate::jsonb::{numeric_to_i64, Container, Value};
 use crate::key::{self, check_key, JsonArg, KeyError};
+use crate::merge;
 use crate::report::Report;
 use crate::table::{prepared, table, Statement, Table, TableError};
 
@@ -44,6 +45,8 @@ pub enum CheckedError {
     UnknownColumn { table: String, column: String },
     #[error("changes must not set {kind} column \"{column}\" of table \"{table}\"")]
     SystemSetColumn { table: String, column: String, kind: &'static str },
+    #[error("table \"{table}\" does not record which columns changed")]
+    NotMerging { table: String, quoted: String },
     #[error("no row in table \"{table}\" has key {key}")]
     NoSuchRow { table: String, key: String },
     #[error("rows[{index}]: {problem}")]
@@ -65,7 +68,7 @@ impl CheckedError {
         match self {
             Self::NullArgument(_) => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             Self::NotATable { .. } => PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-            Self::NotVersioned { .. } | Self::VersioningDisabled { .. } => {
+            Self::NotVersioned { .. } | Self::VersioningDisabled { .. } | Self::NotMerging { .. } => {
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
             Self::PermissionDenied(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
@@ -93,6 +96,10 @@ impl CheckedError {
             Self::NotVersioned { quoted, .. } => {
                 Some(format!("Enable it with: SELECT rowversion.enable({});", quote_literal(quoted)))
             }
+            Self::NotMerging { quoted, .. } => Some(format!(
+                "Only a table in merge mode does: SELECT rowversion.enable({}, conflicts => 'merge');",
+                quote_literal(quoted)
+            )),
             Self::VersioningDisabled { quoted, .. } => {
                 Some(format!("Re-enable the trigger with: ALTER TABLE {quoted} ENABLE TRIGGER rowversion;"))
             }
@@ -114,8 +121,15 @@ impl From<CheckedError> for Report {
         if let CheckedError::Conflict { relid, attnum, table, key, expected, found } = error {
             // The stored version came from the probe, a SELECT with the caller's privileges and
             // row-level security: the caller could read it with plain SQL.
-            return Report::from(ContractError::Conflict { table, key, expected, found: Some(found) })
-                .on_column(relid, attnum);
+            return Report::from(ContractError::Conflict {
+                table,
+                key,
+                expected,
+                found: Some(found),
+                changed: Vec::new(),
+                unknown: Vec::new(),
+            })
+            .on_column(relid, attnum);
         }
         match error {
             CheckedError::Key(error) => return error.into(),
@@ -396,13 +410,26 @@ unsafe fn json(args: Args, n: usize, name: &'static str) -> Result<JsonArg> {
 ///
 /// # Safety
 /// `args` must be the arguments of one of those functions.
-unsafe fn update_call(args: Args) -> Result<(Rc<Table>, i16, JsonArg, i64, Checked)> {
+unsafe fn update_call(args: Args, conflicts: Conflicts) -> Result<(Rc<Table>, i16, JsonArg, i64, Checked)> {
     let (table, attnum) = checked_table(required(args.oid(0), "rel")?, Access::Update)?;
     // SAFETY: arguments 1 and 3 are jsonb.
     let (key, changes) = unsafe { (json(args, 1, "key")?, json(args, 3, "changes")?) };
     let expected = required(args.int8(2), "expected_version")?;
-    let outcome = checked_update(&table, attnum, key, expected, changes)?;
+    // In merge mode the trigger decides a stale version; a conflict it raises has its
+    // changed columns, so `update` lets it through and `try_update` has the row skipped.
+    let update = || checked_update(&table, attnum, key, expected, changes);
+    let outcome = match conflicts {
+        Conflicts::Report if table.merging() => merge::skipping_conflicts(table.relid, update)?,
+        _ => update()?,
+    };
     Ok((table, attnum, key, expected, outcome))
+}
+
+/// What a checked update does with a conflict the trigger finds in merge mode.
+#[derive(Clone, Copy)]
+enum Conflicts {
+    Raise,
+    Report,
 }
 
 v1_function! {
@@ -411,7 +438,7 @@ v1_function! {
     declared ["update(regclass, jsonb, bigint, jsonb) -> bigint"],
     fn rowversion_update(args) -> CheckedError {
         // SAFETY: this function's arguments.
-        let (table, attnum, key, expected, outcome) = unsafe { update_call(args)? };
+        let (table, attnum, key, expected, outcome) = unsafe { update_call(args, Conflicts::Raise)? };
         require_applied(&table, attnum, key, expected, outcome).map(|v| Some(v.into()))
     }
 }
@@ -422,7 +449,7 @@ v1_function! {
     declared ["try_update(regclass, jsonb, bigint, jsonb) -> SETOF (boolean, bigint)"],
     fn rowversion_try_update(args) -> CheckedError {
         // SAFETY: this function's arguments.
-        let (applied, version) = match unsafe { update_call(args)? }.4 {
+        let (applied, version) = match unsafe { update_call(args, Conflicts::Report)? }.4 {
             Checked::Applied(version) => (true, Some(version)),
             Checked::Conflict { found, .. } => (false, Some(found)),
             Checked::Missing => (false, None),
@@ -469,5 +496,93 @@ v1_function! {
         // SAFETY: argument 1 is jsonb.
         let rows = unsafe { json(args, 1, "rows")? };
         update_many(&table, attnum, rows.document).map(|n| Some(n.into()))
+    }
+}
+
+v1_function! {
+    /// `rowversion.changed_since(rel regclass, key jsonb, since bigint) RETURNS TABLE
+    /// (column_name name, version bigint)`, STRICT: for a merge screen, the columns of the row
+    /// that changed after version `since` and the version at which each last changed (NULL:
+    /// 255 or more versions ago), in column order, only those the caller may SELECT. A table
+    /// in merge mode only (`55000` otherwise). Returns its rows in materialize mode.
+    pg_finfo_rowversion_changed_since,
+    declared ["changed_since(regclass, jsonb, bigint) -> SETOF (name, bigint)"],
+    fn rowversion_changed_since(args) -> CheckedError {
+        let (table, _) = checked_table(required(args.oid(0), "rel")?, Access::Read)?;
+        if !table.merging() {
+            return Err(CheckedError::NotMerging {
+                table: table.relation.display.clone(),
+                quoted: table.relation.quoted.clone(),
+            });
+        }
+        // SAFETY: argument 1 is jsonb.
+        let key = unsafe { json(args, 1, "key")? };
+        let since = required(args.int8(2), "since")?;
+        check_key(&table, key.document)?;
+        let plan = prepared(&table, Statement::Record)?;
+        // SAFETY: the table is locked by the probe's statement for the rest of the
+        // transaction; its trigger is the one `table` was loaded from (any change to it
+        // invalidates the cache); the record is a bytea Datum copied out of SPI's memory. The
+        // rows go to the tuplestore InitMaterializedSRF sets up, with the declared result type.
+        unsafe {
+            let found = Spi::connect(|client| {
+                let rows = client.select(&*plan, Some(1), &[key.arg()])?;
+                if rows.is_empty() {
+                    return Ok::<_, CheckedError>(None);
+                }
+                let row = rows.first();
+                let stored = row.get::<i64>(1)?.unwrap_or(0);
+                let record = row.get_datum_by_ordinal(2)?.map(|record| {
+                    pg_sys::Datum::from(pg_sys::pg_detoast_datum_copy(record.cast_mut_ptr()))
+                });
+                Ok(Some((stored, record)))
+            })?;
+            let Some((stored, record)) = found else {
+                return Err(CheckedError::NoSuchRow {
+                    table: table.relation.display.clone(),
+                    key: key.document.to_text(key::KEY_CHARS_SHOWN),
+                });
+            };
+            let relation = PgRelation::with_lock(table.relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            let rel = relation.as_ptr();
+            let trigdesc = (*rel).trigdesc;
+            let triggers = if trigdesc.is_null() {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts((*trigdesc).triggers, (*trigdesc).numtriggers as usize)
+            };
+            let trigger = triggers.iter().find(|t| std::ffi::CStr::from_ptr(t.tgname) == c"rowversion");
+            let column = trigger.and_then(|trigger| crate::version_column::lookup(rel, trigger).ok());
+            let Some((column, layout)) = column.and_then(|c| c.merge.map(|layout| (c, layout))) else {
+                return Err(CheckedError::NotMerging {
+                    table: table.relation.display.clone(),
+                    quoted: table.relation.quoted.clone(),
+                });
+            };
+            let (ages, _) = merge::ages(&layout, record, stored);
+            // A `since` at or after the stored version: nothing changed since.
+            let distance = if column.version_type.is_newer(since, stored) {
+                0
+            } else {
+                merge::distance(column.version_type, since, stored)
+            };
+            pg_sys::InitMaterializedSRF(args.fcinfo(), 0);
+            let result = (*args.fcinfo()).resultinfo as *mut pg_sys::ReturnSetInfo;
+            for attnum in 1..=(*(*rel).rd_att).natts as i16 {
+                let Some(unit) = layout.unit_of(attnum) else { continue };
+                let age = ages[usize::from(unit)];
+                if !merge::changed_after(age, distance)
+                    || !column_privilege(table.relid, attnum, pg_sys::ACL_SELECT as pg_sys::AclMode)
+                {
+                    continue;
+                }
+                let at = merge::changed_at(column.version_type, stored, age);
+                let name = &crate::node::attribute((*rel).rd_att, attnum).attname;
+                let mut values = [pg_sys::Datum::from(name as *const pg_sys::NameData), pg_sys::Datum::from(at.unwrap_or(0))];
+                let mut nulls = [false, at.is_none()];
+                pg_sys::tuplestore_putvalues((*result).setResult, (*result).setDesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            }
+        }
+        Ok(Some(pg_sys::Datum::from(0)))
     }
 }

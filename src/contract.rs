@@ -24,9 +24,19 @@ pub enum ContractError {
     VersionRequired { table: String, column: String },
     #[error("null value supplied for version column \"{column}\" of table \"{table}\"")]
     NullVersion { table: String, column: String },
-    /// `key` and `found` are `None` where the current role may not read them.
+    /// `key` and `found` are `None` where the current role may not read them; `changed`, in
+    /// merge mode, the columns the UPDATE changes that the current role may read and that
+    /// changed since `expected` (or, in `unknown`, may have: the row's record does not reach
+    /// back that far).
     #[error("row version conflict on table \"{table}\"")]
-    Conflict { table: String, key: Option<String>, expected: i64, found: Option<i64> },
+    Conflict {
+        table: String,
+        key: Option<String>,
+        expected: i64,
+        found: Option<i64>,
+        changed: Vec<String>,
+        unknown: Vec<String>,
+    },
     /// The request's If-Match names no version the row has (behind an HTTP layer).
     #[error("If-Match precondition failed on table \"{table}\"")]
     PreconditionFailed { table: String, key: Option<String>, found: Option<i64> },
@@ -61,16 +71,28 @@ impl ContractError {
             Self::VersionRequired { table, .. } => {
                 Some(format!("Table \"{table}\" is versioned in strict mode: every UPDATE states the version it read."))
             }
-            Self::Conflict { key, expected, found, .. } => Some(match (key, found) {
-                (Some(key), Some(found)) => {
-                    format!("Key {key}: expected version {expected}, found version {found}.")
+            Self::Conflict { key, expected, found, changed, unknown, .. } => {
+                let mut detail = match (key, found) {
+                    (Some(key), Some(found)) => {
+                        format!("Key {key}: expected version {expected}, found version {found}.")
+                    }
+                    (None, Some(found)) => format!("Expected version {expected}, found version {found}."),
+                    (Some(key), None) => {
+                        format!("Key {key}: expected version {expected}; the stored version is hidden.")
+                    }
+                    (None, None) => "Key and version hidden: the row has changed.".into(),
+                };
+                if !changed.is_empty() {
+                    detail.push_str(&format!(" Changed since version {expected}: {}.", changed.join(", ")));
                 }
-                (None, Some(found)) => format!("Expected version {expected}, found version {found}."),
-                (Some(key), None) => {
-                    format!("Key {key}: expected version {expected}; the stored version is hidden.")
+                if !unknown.is_empty() {
+                    detail.push_str(&format!(
+                        " Not known to be unchanged since version {expected}: {}.",
+                        unknown.join(", ")
+                    ));
                 }
-                (None, None) => "Key and version hidden: the row has changed.".into(),
-            }),
+                Some(detail)
+            }
             Self::PreconditionFailed { key, found, .. } => Some(match (key, found) {
                 (Some(key), Some(found)) => format!("Key {key}: If-Match does not name version {found}."),
                 (None, Some(found)) => format!("If-Match does not name version {found}."),
@@ -175,7 +197,7 @@ unsafe fn version_readable(rel: pg_sys::Relation, attnum: i16) -> bool {
             }
             // SAFETY: `relid` is a partition (checked above), so it has a parent; an ERROR
             // from it becomes a Rust panic at this boundary.
-            relid = pg_sys::ffi::pg_guard_ffi_boundary(|| get_partition_parent(relid, true));
+            relid = partition_parent(relid);
             attnum = pg_sys::get_attnum(relid, name);
         }
     }
@@ -185,6 +207,15 @@ unsafe extern "C-unwind" {
     /// partition.h, not in pgrx's bindings: the parent of a partition (errors for a table
     /// that is not one).
     fn get_partition_parent(relid: pg_sys::Oid, even_if_detached: bool) -> pg_sys::Oid;
+}
+
+/// The parent of partition `relid`.
+///
+/// # Safety
+/// `relid` must be a partition, locked.
+pub unsafe fn partition_parent(relid: pg_sys::Oid) -> pg_sys::Oid {
+    // SAFETY: forwarded from the caller.
+    unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| get_partition_parent(relid, true)) }
 }
 
 /// The error built by `make(table, column)` about the version column `attnum` of `rel`,
@@ -220,9 +251,43 @@ pub unsafe fn mismatch(
         let key = describe_key(rel, stored_row);
         let found = version_readable(rel, attnum).then_some(stored);
         report(rel, attnum, |table, _| match mismatch {
-            Mismatch::Supplied(expected) => ContractError::Conflict { table, key, expected, found },
+            Mismatch::Supplied(expected) => {
+                ContractError::Conflict { table, key, expected, found, changed: Vec::new(), unknown: Vec::new() }
+            }
             Mismatch::IfMatch => ContractError::PreconditionFailed { table, key, found },
         })
+    }
+}
+
+/// The conflict of a stale UPDATE of `stored_row` in merge mode, which states version
+/// `expected` and changes `columns` that changed since (each with whether that is known, or
+/// only not excluded): the columns named as far as the current role may SELECT them, the key
+/// and the stored version as for any conflict.
+pub unsafe fn merge_conflict(
+    rel: pg_sys::Relation,
+    attnum: i16,
+    stored_row: pg_sys::HeapTuple,
+    stored: i64,
+    expected: i64,
+    columns: impl Iterator<Item = (i16, bool)>,
+) -> Report {
+    // SAFETY: forwarded: `stored_row` is a row of the open `rel` and `columns` its columns.
+    unsafe {
+        let key = describe_key(rel, stored_row);
+        let found = version_readable(rel, attnum).then_some(stored);
+        let relid = (*rel).rd_id;
+        let (mut changed, mut unknown) = (Vec::new(), Vec::new());
+        for (column, known) in columns {
+            if column_privilege(relid, column, pg_sys::ACL_SELECT as pg_sys::AclMode) {
+                let name = quote_identifier(column_name(rel, column));
+                if known {
+                    changed.push(name)
+                } else {
+                    unknown.push(name)
+                }
+            }
+        }
+        report(rel, attnum, |table, _| ContractError::Conflict { table, key, expected, found, changed, unknown })
     }
 }
 

@@ -18,9 +18,10 @@ use pgrx::PgSqlErrorCode;
 use crate::encoding;
 use crate::fmgr::v1_function;
 use crate::identity::as_owner;
+use crate::merge::RECORD_COLUMN;
 use crate::report::{self, Report};
 use crate::table::{self, utf8};
-use crate::version_column::{Mode, VersionType};
+use crate::version_column::{Conflicts, Mode, VersionType};
 
 /// The name of the trigger `enable()` installs, documented in the README.
 pub const TRIGGER_NAME: &str = "rowversion";
@@ -53,6 +54,18 @@ pub enum EnableError {
     TriggerNameTaken { table: String },
     #[error("table \"{table}\" is a partition of versioned table \"{parent}\"")]
     InheritedFromParent { table: String, parent: String },
+    #[error("invalid conflicts \"{0}\"")]
+    InvalidConflicts(String),
+    #[error("merge_groups must be a JSON array of arrays of column names")]
+    MergeGroupsShape,
+    #[error("merge_groups names {0} columns, more than a table can have")]
+    TooManyGrouped(usize),
+    #[error("merge_groups is only for conflicts => 'merge'")]
+    MergeGroupsWithoutMerge,
+    #[error("column \"{column}\" cannot be in merge_groups: it is {what}")]
+    NotMergeable { column: String, what: &'static str },
+    #[error("column \"{column}\" of table \"{table}\" has type {type_name}; merge mode keeps its record in a bytea column of that name")]
+    RecordColumnType { table: String, column: String, type_name: String },
     #[error("catalog query failed: {0}")]
     Spi(#[from] pgrx::spi::SpiError),
 }
@@ -64,12 +77,17 @@ impl EnableError {
             Self::NotATable { .. } | Self::InheritedFromParent { .. } => PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
             Self::NotOwner { .. } => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             Self::InvalidMode(_)
+            | Self::InvalidConflicts(_)
+            | Self::MergeGroupsShape
+            | Self::TooManyGrouped(_)
+            | Self::MergeGroupsWithoutMerge
+            | Self::NotMergeable { .. }
             | Self::VersionIgnored { .. }
             | Self::GeneratedIgnored { .. }
             | Self::TooManyIgnored(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             Self::NoSuchColumn { .. } => PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
             Self::NullIgnoredColumn => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            Self::UnsupportedType { .. } => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            Self::UnsupportedType { .. } | Self::RecordColumnType { .. } => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
             Self::GeneratedColumn { .. } => PgSqlErrorCode::ERRCODE_INVALID_COLUMN_DEFINITION,
             Self::TriggerNameTaken { .. } => PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
             Self::Spi(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
@@ -82,6 +100,18 @@ impl EnableError {
                 Some("Only ordinary and partitioned tables can be versioned.".into())
             }
             Self::InvalidMode(_) => Some("The mode is 'lenient' or 'strict'.".into()),
+            Self::InvalidConflicts(_) => Some("conflicts is 'reject' or 'merge'.".into()),
+            Self::MergeGroupsShape => Some("For example: '[[\"street\", \"city\", \"zip\"]]'.".into()),
+            Self::MergeGroupsWithoutMerge => {
+                Some("Merge groups say which columns must not be merged apart; pass conflicts => 'merge' too.".into())
+            }
+            Self::NotMergeable { .. } => Some(
+                "A merge group lists columns that count as one: not the version column, an ignored, generated or record column, and each column in one group only."
+                    .into(),
+            ),
+            Self::RecordColumnType { .. } => {
+                Some(format!("Rename that column, or drop it if it is an old record; enable() adds \"{RECORD_COLUMN}\" as bytea."))
+            }
             Self::VersionIgnored { .. } => Some(
                 "ignore_columns lists columns whose updates alone do not move the version; the version column always counts."
                     .into(),
@@ -116,11 +146,13 @@ impl From<EnableError> for Report {
 
 v1_function! {
     /// `rowversion.enable(rel regclass, version_column name DEFAULT 'version', mode text DEFAULT
-    /// 'lenient', ignore_columns name[] DEFAULT '{}')`, STRICT. 0.1.0's declaration, which a
-    /// database runs until ALTER EXTENSION UPDATE, has no `ignore_columns`. (The symbol keeps
-    /// the name pgrx gave it in 0.1.0.)
+    /// 'lenient', ignore_columns name[] DEFAULT '{}', conflicts text DEFAULT 'reject',
+    /// merge_groups jsonb DEFAULT '[]')`, STRICT. Older declarations, which a database runs
+    /// until ALTER EXTENSION UPDATE, stop earlier: 0.1.0's after `mode`, 0.2.0's after
+    /// `ignore_columns`. (The symbol keeps the name pgrx gave it in 0.1.0.)
     pg_finfo_enable_wrapper,
     declared [
+        "enable(regclass, name, text, name[], text, jsonb) -> void",
         "enable(regclass, name, text, name[]) -> void",
         "enable(regclass, name, text) -> void",
     ],
@@ -136,7 +168,12 @@ v1_function! {
                 Some(array) => names(array)?,
                 None => Vec::new(),
             };
-            Spi::connect_mut(|client| enable_table(client, rel, &column, &mode, &ignore)).map(|()| None)
+            let conflicts = match args.datum(4) {
+                Some(text) => encoding::cstr_from_server_lossy(pg_sys::text_to_cstring(text.cast_mut_ptr())),
+                None => Conflicts::Reject.as_str().into(),
+            };
+            let options = Options { mode: &mode, ignore: &ignore, conflicts: &conflicts, merge_groups: args.datum(5) };
+            Spi::connect_mut(|client| enable_table(client, rel, &column, options)).map(|()| None)
         }
     }
 }
@@ -247,14 +284,25 @@ const COLUMN_BY_NAME: &str = "SELECT a.atttypid,
    AND a.attname OPERATOR(pg_catalog.=) pg_catalog.convert_from($2, 'UTF8')::pg_catalog.name
    AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped";
 
+/// `enable()`'s arguments after the column.
+struct Options<'a> {
+    mode: &'a str,
+    ignore: &'a [String],
+    conflicts: &'a str,
+    /// A jsonb Datum of the call, `None` under older declarations.
+    merge_groups: Option<pg_sys::Datum>,
+}
+
 fn enable_table(
     client: &mut SpiClient<'_>,
     rel: pg_sys::Oid,
     column: &str,
-    mode: &str,
-    ignore: &[String],
+    options: Options,
 ) -> Result<(), EnableError> {
-    let mode = Mode::parse(mode).ok_or_else(|| EnableError::InvalidMode(mode.into()))?;
+    let mode = Mode::parse(options.mode).ok_or_else(|| EnableError::InvalidMode(options.mode.into()))?;
+    let conflicts =
+        Conflicts::parse(options.conflicts).ok_or_else(|| EnableError::InvalidConflicts(options.conflicts.into()))?;
+    let ignore = options.ignore;
     let table = owned_table(client, rel)?;
     match installed_trigger(client, &table)? {
         Installed::None | Installed::Ours => {}
@@ -292,17 +340,53 @@ fn enable_table(
         !existing.get::<bool>(3)?.unwrap_or(false)
     };
 
-    // The WHEN clause names the version column first, then the ignored ones (src/version_column.rs).
+    // The WHEN clause names the version column first, then the ignored ones; in merge mode
+    // the record column and the merge groups (src/version_column.rs).
     let mut when = format!("NEW.{quoted_column} IS NULL OR ");
-    for name in ignore_columns(client, &table, column, ignore)? {
+    let ignored = ignore_columns(client, &table, column, ignore)?;
+    for name in &ignored {
         when.push_str(&format!("NEW.{} IS NULL OR ", quote_identifier(name)));
+    }
+    let groups = merge_groups(client, &table, options.merge_groups)?;
+    if conflicts == Conflicts::Reject && !groups.is_empty() {
+        return Err(EnableError::MergeGroupsWithoutMerge);
+    }
+    let mut arguments = quote_literal(mode.as_str());
+    if conflicts == Conflicts::Merge {
+        let mut seen: Vec<&String> = Vec::new();
+        for name in groups.iter().flatten() {
+            let what = if name == column {
+                Some("the version column")
+            } else if name == RECORD_COLUMN {
+                Some("the record column")
+            } else if ignored.contains(&name) {
+                Some("an ignored column")
+            } else if seen.contains(&name) {
+                Some("in another group too")
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                return Err(EnableError::NotMergeable { column: name.clone(), what });
+            }
+            seen.push(name);
+        }
+        if column == RECORD_COLUMN || ignored.iter().any(|&name| name == RECORD_COLUMN) {
+            return Err(EnableError::NotMergeable { column: RECORD_COLUMN.into(), what: "the record column" });
+        }
+        record_column(client, &table)?;
+        when.push_str(&format!("NEW.{} IS NOT NULL OR ", quote_identifier(RECORD_COLUMN)));
+        for group in &groups {
+            let members: Vec<String> = group.iter().map(|name| format!("NEW.{}", quote_identifier(name))).collect();
+            when.push_str(&format!("ROW({}) IS NULL OR ", members.join(", ")));
+        }
+        arguments.push_str(&format!(", {}", quote_literal(conflicts.as_str())));
     }
     let trigger = format!(
         "CREATE OR REPLACE TRIGGER {TRIGGER_NAME} BEFORE INSERT OR UPDATE ON {table}
          FOR EACH ROW WHEN ({when}true)
-         EXECUTE FUNCTION rowversion.version_trigger({mode})",
+         EXECUTE FUNCTION rowversion.version_trigger({arguments})",
         table = table.quoted,
-        mode = quote_literal(mode.as_str()),
     );
     client.update(&encoding::to_server(&trigger), None, &[])?;
     // Versioning is per table: a plain table's inheritance children are tables of their own
@@ -364,6 +448,93 @@ fn ignore_columns<'a>(
         }
     }
     Ok(columns)
+}
+
+/// The merge groups of the `merge_groups` argument, each a list of distinct columns of the
+/// table; empty for `'[]'` or an older declaration without the argument.
+fn merge_groups(
+    client: &mut SpiClient<'_>,
+    table: &Table,
+    merge_groups: Option<pg_sys::Datum>,
+) -> Result<Vec<Vec<String>>, EnableError> {
+    let Some(merge_groups) = merge_groups else { return Ok(Vec::new()) };
+    // SAFETY: the Datum is the call's jsonb argument, alive for the call.
+    let argument = || unsafe { pgrx::datum::DatumWithOid::new(merge_groups, pg_sys::JSONBOID) };
+    // The shape first, and the size, so that a large argument is not read into memory here.
+    let shape = client
+        .select(
+            "SELECT pg_catalog.jsonb_typeof($1) OPERATOR(pg_catalog.=) 'array'
+                    AND NOT EXISTS (SELECT FROM pg_catalog.jsonb_array_elements($1) g
+                                    WHERE pg_catalog.jsonb_typeof(g) OPERATOR(pg_catalog.<>) 'array'
+                                       OR EXISTS (SELECT FROM pg_catalog.jsonb_array_elements(g) e
+                                                  WHERE pg_catalog.jsonb_typeof(e) OPERATOR(pg_catalog.<>) 'string')),
+                    (SELECT pg_catalog.count(*) FROM pg_catalog.jsonb_array_elements($1) g,
+                            pg_catalog.jsonb_array_elements(g) e
+                     WHERE pg_catalog.jsonb_typeof($1) OPERATOR(pg_catalog.=) 'array'
+                       AND pg_catalog.jsonb_typeof(g) OPERATOR(pg_catalog.=) 'array')",
+            Some(1),
+            &[argument()],
+        )?
+        .first();
+    if !shape.get::<bool>(1)?.unwrap_or(false) {
+        return Err(EnableError::MergeGroupsShape);
+    }
+    let count = shape.get::<i64>(2)?.unwrap_or(0) as usize;
+    if count > pg_sys::MaxHeapAttributeNumber as usize {
+        return Err(EnableError::TooManyGrouped(count));
+    }
+    let mut groups: Vec<Vec<String>> = Vec::new();
+    let names = client.select(
+        "SELECT g.n, pg_catalog.convert_to(e #>> '{}', 'UTF8')
+         FROM pg_catalog.jsonb_array_elements($1) WITH ORDINALITY g(g, n), pg_catalog.jsonb_array_elements(g.g) e
+         ORDER BY g.n",
+        None,
+        &[argument()],
+    )?;
+    let mut last = 0;
+    for row in names {
+        let group = row.get::<i64>(1)?.unwrap_or(0);
+        let name = utf8(row.get::<Vec<u8>>(2)?);
+        if group != last {
+            groups.push(Vec::new());
+            last = group;
+        }
+        if name == RECORD_COLUMN {
+            return Err(EnableError::NotMergeable { column: name, what: "the record column" });
+        }
+        let found = client.select(COLUMN_BY_NAME, Some(1), &[table.oid.into(), name.as_bytes().into()])?;
+        if found.is_empty() {
+            return Err(EnableError::NoSuchColumn { table: table.display.clone(), column: name });
+        }
+        if !found.first().get::<String>(4)?.unwrap_or_default().is_empty() {
+            return Err(EnableError::NotMergeable { column: name, what: "a generated column" });
+        }
+        let group = groups.last_mut().expect("a group was pushed");
+        if group.contains(&name) {
+            return Err(EnableError::NotMergeable { column: name, what: "in the same group twice" });
+        }
+        group.push(name);
+    }
+    Ok(groups)
+}
+
+/// The record column of merge mode ([`RECORD_COLUMN`], `bytea`), added when missing.
+fn record_column(client: &mut SpiClient<'_>, table: &Table) -> Result<(), EnableError> {
+    let existing =
+        client.select(COLUMN_BY_NAME, Some(1), &[table.oid.into(), RECORD_COLUMN.as_bytes().into()])?.first();
+    if existing.is_empty() {
+        let add = format!("ALTER TABLE {} ADD COLUMN {} bytea", table.quoted, quote_identifier(RECORD_COLUMN));
+        client.update(&encoding::to_server(&add), None, &[])?;
+    } else if existing.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid) != pg_sys::BYTEAOID
+        || !existing.get::<String>(4)?.unwrap_or_default().is_empty()
+    {
+        return Err(EnableError::RecordColumnType {
+            table: table.display.clone(),
+            column: RECORD_COLUMN.into(),
+            type_name: utf8(existing.get::<Vec<u8>>(2)?),
+        });
+    }
+    Ok(())
 }
 
 fn disable_table(client: &mut SpiClient<'_>, rel: pg_sys::Oid) -> Result<(), EnableError> {

@@ -312,7 +312,8 @@ unsafe fn versioning(rel: pg_sys::Relation, trigger: &pg_sys::Trigger) -> Option
             return None;
         }
         let tupdesc = (*rel).rd_att;
-        let columns = version_column::when_columns(trigger.tgqual)?
+        let columns = version_column::when_clause(trigger.tgqual)?
+            .columns
             .into_iter()
             .map(|attnum| {
                 (attnum >= 1 && i32::from(attnum) <= (*tupdesc).natts)
@@ -484,7 +485,10 @@ unsafe fn prepare(parse: *mut pg_sys::Query) -> Option<Rewrite> {
                 VERSION_TRIGGER.get().and_then(|&code| function_oid(c"version_trigger", &[], code))
                     == Some(trigger.tgfoid)
             })
-            .and_then(|trigger| version_column::lookup(rel, trigger).ok());
+            .and_then(|trigger| version_column::lookup(rel, trigger).ok())
+            // A table in merge mode keeps the trigger: its per-row record needs the stored and
+            // the new value of every column (src/merge.rs).
+            .filter(|column| column.merge.is_none());
         pg_sys::RelationClose(rel);
         let column = column?;
         let type_oid = column.version_type.type_oid();
@@ -1020,9 +1024,16 @@ unsafe fn refused(args: crate::fmgr::Args, refusal: Refusal, stored: i64) -> Rep
                         (Refusal::Conflict(supplied), true) => {
                             contract::mismatch(rel, column.attnum, &mut tuple, stored, Mismatch::Supplied(supplied))
                         }
-                        (Refusal::Conflict(supplied), false) => contract::report(rel, column.attnum, |table, _| {
-                            ContractError::Conflict { table, key: None, expected: supplied, found: None }
-                        }),
+                        (Refusal::Conflict(supplied), false) => {
+                            contract::report(rel, column.attnum, |table, _| ContractError::Conflict {
+                                table,
+                                key: None,
+                                expected: supplied,
+                                found: None,
+                                changed: Vec::new(),
+                                unknown: Vec::new(),
+                            })
+                        }
                         (_, true) => contract::mismatch(rel, column.attnum, &mut tuple, stored, Mismatch::IfMatch),
                         (_, false) => contract::report(rel, column.attnum, |table, _| {
                             ContractError::PreconditionFailed { table, key: None, found: None }

@@ -15,6 +15,8 @@
 //! - [`lease`]: `rowversion.lease_acquire()` and friends, named locks with a lifetime and
 //!   fencing tokens;
 //! - [`fast_path`]: the planner fast path, the trigger's contract in the UPDATE's SET list;
+//! - [`merge`]: column-aware conflicts (`conflicts => 'merge'`), the per-row record of when
+//!   each column last changed;
 //! - [`merge_action`]: which MERGE action the trigger fires for;
 //! - [`version_column`]: which column, type and mode a trigger works on, cached per session;
 //! - [`http`]: errors, If-Match and ETag for HTTP layers (`pg_rowversion.error_mapping`);
@@ -34,6 +36,7 @@ mod identity;
 mod jsonb;
 mod key;
 mod lease;
+mod merge;
 mod merge_action;
 mod node;
 mod report;

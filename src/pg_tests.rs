@@ -952,12 +952,13 @@ mod tests {
     // ---- the library's symbols and their SQL declarations ----
 
     /// Every `v1_function!` of the library.
-    const V1_FUNCTIONS: [crate::fmgr::Declaration; 16] = [
+    const V1_FUNCTIONS: [crate::fmgr::Declaration; 18] = [
         crate::checked::rowversion_update::DECLARATION,
         crate::checked::rowversion_try_update::DECLARATION,
         crate::checked::rowversion_delete::DECLARATION,
         crate::checked::rowversion_current_version::DECLARATION,
         crate::checked::rowversion_update_many::DECLARATION,
+        crate::checked::rowversion_changed_since::DECLARATION,
         crate::diagnostics::row_locks_wrapper::DECLARATION,
         crate::enable::enable_wrapper::DECLARATION,
         crate::enable::disable_wrapper::DECLARATION,
@@ -969,6 +970,7 @@ mod tests {
         crate::lease::rowversion_lease_break::DECLARATION,
         crate::trigger::rowversion_version_trigger::DECLARATION,
         crate::version_column::rowversion_trigger_columns::DECLARATION,
+        crate::version_column::rowversion_merge_groups::DECLARATION,
     ];
 
     #[pg_test]

@@ -57,6 +57,8 @@ pub struct Versioning {
     pub column: String,
     pub attnum: i16,
     pub enabled: bool,
+    /// In merge mode (`conflicts => 'merge'`), the record column.
+    pub record: Option<String>,
 }
 
 /// A primary key column, and `OPERATOR(schema.=)`: the equality operator of the key index's
@@ -82,6 +84,8 @@ pub enum Statement {
     Probe,
     /// Where a row is: its partition and its tuple (block, offset).
     Locate,
+    /// The current version of a row and, in merge mode, its record.
+    Record,
 }
 
 /// A session keeps at most this many prepared statements per table: one per column set a
@@ -206,7 +210,9 @@ fn load(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Result<Table> {
     let trigger = client
         .select(
             "SELECT t.tgqual,
-                    t.tgenabled OPERATOR(pg_catalog.=) 'O' OR t.tgenabled OPERATOR(pg_catalog.=) 'A'
+                    t.tgenabled OPERATOR(pg_catalog.=) 'O' OR t.tgenabled OPERATOR(pg_catalog.=) 'A',
+                    t.tgnargs OPERATOR(pg_catalog.>) 1 AND pg_catalog.split_part(
+                        pg_catalog.encode(t.tgargs, 'escape'), '\\000', 2) OPERATOR(pg_catalog.=) 'merge'
              FROM pg_catalog.pg_trigger t
              WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 AND t.tgqual IS NOT NULL
                AND t.tgfoid OPERATOR(pg_catalog.=) 'rowversion.version_trigger()'::pg_catalog.regprocedure::pg_catalog.oid",
@@ -214,38 +220,46 @@ fn load(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Result<Table> {
             &[relid.into()],
         )?
         .first();
-    let version_attnum = if trigger.is_empty() {
+    let clause = if trigger.is_empty() {
         None
     } else {
         // SAFETY: column 1 is a non-NULL pg_node_tree (text) in SPI memory, valid until the
-        // connection closes; when_columns parses it into palloc'd nodes.
+        // connection closes; when_clause parses it into palloc'd nodes.
         trigger.get_datum_by_ordinal(1)?.and_then(|qual| unsafe {
-            crate::version_column::when_columns(pg_sys::text_to_cstring(qual.cast_mut_ptr())).map(|columns| columns[0])
+            crate::version_column::when_clause(pg_sys::text_to_cstring(qual.cast_mut_ptr()))
         })
     };
-    let versioning = match version_attnum {
+    let column_name = |attnum: i16| -> Result<Option<String>> {
+        let column = client
+            .select(
+                "SELECT pg_catalog.convert_to(a.attname::pg_catalog.text, 'UTF8')
+                 FROM pg_catalog.pg_attribute a
+                 WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.=) $2
+                   AND NOT a.attisdropped",
+                Some(1),
+                &[relid.into(), attnum.into()],
+            )?
+            .first();
+        Ok(if column.is_empty() { None } else { Some(utf8(column.get::<Vec<u8>>(1)?)) })
+    };
+    let versioning = match clause {
         None => None,
-        Some(attnum) => {
-            let column = client
-                .select(
-                    "SELECT pg_catalog.convert_to(a.attname::pg_catalog.text, 'UTF8')
-                     FROM pg_catalog.pg_attribute a
-                     WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.=) $2
-                       AND NOT a.attisdropped",
-                    Some(1),
-                    &[relid.into(), attnum.into()],
-                )?
-                .first();
-            if column.is_empty() {
-                None
-            } else {
+        Some(clause) => match column_name(clause.columns[0])? {
+            None => None,
+            Some(column) => {
+                let merge = trigger.get::<bool>(3)?.unwrap_or(false);
+                let record = match clause.record {
+                    Some(attnum) if merge => column_name(attnum)?,
+                    _ => None,
+                };
                 Some(Versioning {
-                    column: utf8(column.get::<Vec<u8>>(1)?),
-                    attnum,
+                    column,
+                    attnum: clause.columns[0],
                     enabled: trigger.get::<bool>(2)?.unwrap_or(false),
+                    record,
                 })
             }
-        }
+        },
     };
 
     // The key columns (not INCLUDE columns) in index order, each with the equality operator
@@ -327,6 +341,11 @@ pub fn not_a_table(relkind: &str, system: bool) -> Option<&'static str> {
 }
 
 impl Table {
+    /// Whether the table is in merge mode (`conflicts => 'merge'`).
+    pub fn merging(&self) -> bool {
+        self.versioning.as_ref().is_some_and(|v| v.record.is_some())
+    }
+
     /// The column named by a jsonb key (database-encoded bytes).
     pub fn column(&self, name: &[u8]) -> Option<&Column> {
         self.columns.get(name)
@@ -367,6 +386,10 @@ impl Table {
         let int8 = PgOid::BuiltIn(pg_sys::BuiltinOid::INT8OID);
         match statement {
             Statement::Update(attnums) => {
+                // In merge mode the trigger decides a stale version (src/merge.rs); a newer one
+                // than stored, which the trigger would take for the writer's own next
+                // version, matches no row and is a conflict, as in reject mode.
+                let check = if self.merging() { ">=" } else { "=" };
                 let set = attnums
                     .iter()
                     .map(|&attnum| {
@@ -377,7 +400,7 @@ impl Table {
                 (
                     format!(
                         "UPDATE {only}{t} AS t SET {set}{v} = $3
-                         WHERE {keys} AND t.{v} OPERATOR(pg_catalog.=) $3
+                         WHERE {keys} AND t.{v} OPERATOR(pg_catalog.{check}) $3
                          RETURNING t.{v}::pg_catalog.int8"
                     ),
                     vec![jsonb, jsonb, int8],
@@ -395,6 +418,14 @@ impl Table {
                 vec![jsonb],
             ),
             Statement::Locate => (format!("SELECT t.tableoid, t.ctid FROM {t} AS t WHERE {keys}"), vec![jsonb]),
+            Statement::Record => {
+                let record = self
+                    .versioning
+                    .as_ref()
+                    .and_then(|v| v.record.as_deref())
+                    .map_or("NULL::pg_catalog.bytea".into(), |r| format!("t.{}", quote_identifier(r)));
+                (format!("SELECT t.{v}::pg_catalog.int8, {record} FROM {only}{t} AS t WHERE {keys}"), vec![jsonb])
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ use pgrx::PgSqlErrorCode;
 
 use crate::contract::{self, ContractError, Mismatch};
 use crate::http::{self, IfMatch};
+use crate::merge::{self, RowChange};
 use crate::merge_action;
 use crate::report::Report;
 use crate::version_column::{self, Mode, VersionColumn};
@@ -90,7 +91,7 @@ unsafe fn on_insert(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> p
         if read_version(tuple, tupdesc, column).is_some() {
             return tuple;
         }
-        with_version(tuple, tupdesc, column, 1)
+        with_version(tuple, tupdesc, column, 1, None)
     }
 }
 
@@ -116,6 +117,10 @@ unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> R
         if !if_match.matches(stored) {
             return Err(contract::mismatch(rel, column.attnum, stored_row, stored, Mismatch::IfMatch));
         }
+        // In merge mode, the record of when each column last changed, and what this UPDATE
+        // changes (src/merge.rs).
+        let mut change =
+            column.merge.as_ref().map(|layout| RowChange::new(layout, tupdesc, stored_row, new_row, stored));
         if !names_column(updated, column.attnum) {
             // Bookkeeping: an UPDATE of ignored columns only is not a change of the row.
             if column.ignored.cover(updated) {
@@ -129,7 +134,7 @@ unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> R
                 }));
             }
             http::send_version(next);
-            return Ok(with_version(new_row, tupdesc, column, next));
+            return Ok(with_version(new_row, tupdesc, column, next, change.as_mut().map(|c| c.record(next, 1))));
         }
         match read_version(new_row, tupdesc, column) {
             None => Err(contract::report(rel, column.attnum, |table, name| ContractError::NullVersion {
@@ -139,18 +144,49 @@ unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> R
             // The version the writer read: the check passes, the version moves on.
             Some(supplied) if supplied == stored => {
                 http::send_version(next);
-                Ok(with_version(new_row, tupdesc, column, next))
+                Ok(with_version(new_row, tupdesc, column, next, change.as_mut().map(|c| c.record(next, 1))))
             }
             // A newer version, in serial-number order for the column's width, is the writer's
             // own next version: ORMs send `SET version = read + 1 WHERE id = ? AND version =
             // read` (or a time-based number) and their WHERE clause did the check. Kept as is.
             Some(supplied) if column.version_type.is_newer(supplied, stored) => {
                 http::send_version(supplied);
-                Ok(new_row)
+                Ok(match change.as_mut() {
+                    None => new_row,
+                    Some(change) => {
+                        let advance = merge::distance(column.version_type, stored, supplied);
+                        with_version(new_row, tupdesc, column, supplied, Some(change.record(supplied, advance)))
+                    }
+                })
             }
-            Some(supplied) => {
-                Err(contract::mismatch(rel, column.attnum, stored_row, stored, Mismatch::Supplied(supplied)))
-            }
+            // A stale version: refused, unless in merge mode none of the columns the UPDATE
+            // changes changed after the version it states.
+            Some(supplied) => match change.as_mut() {
+                Some(change) => {
+                    let distance = merge::distance(column.version_type, supplied, stored);
+                    let mut conflicting = change.changed_since(distance).peekable();
+                    if conflicting.peek().is_none() {
+                        drop(conflicting);
+                        http::send_version(next);
+                        return Ok(with_version(new_row, tupdesc, column, next, Some(change.record(next, 1))));
+                    }
+                    drop(conflicting);
+                    // A checked function that reports conflicts instead of raising them
+                    // (try_update): the row is skipped, and the function says why.
+                    if merge::skips_conflicts(rel) {
+                        return Ok(std::ptr::null_mut());
+                    }
+                    let units: Vec<(u16, bool)> =
+                        change.changed_since(distance).map(|unit| (unit, change.known(unit))).collect();
+                    let layout = column.merge.as_ref().expect("merge mode has a layout");
+                    let columns = (1..=(*tupdesc).natts as i16).filter_map(|attnum| {
+                        let unit = layout.unit_of(attnum)?;
+                        units.iter().find(|(u, _)| *u == unit).map(|&(_, known)| (attnum, known))
+                    });
+                    Err(contract::merge_conflict(rel, column.attnum, stored_row, stored, supplied, columns))
+                }
+                None => Err(contract::mismatch(rel, column.attnum, stored_row, stored, Mismatch::Supplied(supplied))),
+            },
         }
     }
 }
@@ -178,16 +214,34 @@ unsafe fn read_version(tuple: pg_sys::HeapTuple, tupdesc: pg_sys::TupleDesc, col
     (!isnull).then(|| column.version_type.read(datum))
 }
 
+/// `tuple` with `version` in the version column and, in merge mode, `record` in the record
+/// column.
 unsafe fn with_version(
     tuple: pg_sys::HeapTuple,
     tupdesc: pg_sys::TupleDesc,
     column: &VersionColumn,
     version: i64,
+    record: Option<pg_sys::Datum>,
 ) -> pg_sys::HeapTuple {
-    let mut attnum = std::ffi::c_int::from(column.attnum);
-    let mut value = column.version_type.to_datum(version);
-    let mut isnull = false;
-    // SAFETY: one replacement column, its number valid for `tupdesc`, its Datum of the
-    // column's type.
-    unsafe { pg_sys::heap_modify_tuple_by_cols(tuple, tupdesc, 1, &mut attnum, &mut value, &mut isnull) }
+    let mut attnums = [std::ffi::c_int::from(column.attnum), 0];
+    let mut values = [column.version_type.to_datum(version), pg_sys::Datum::from(0)];
+    let mut isnull = [false; 2];
+    let mut count = 1;
+    if let (Some(record), Some(layout)) = (record, column.merge.as_ref()) {
+        attnums[1] = layout.record.into();
+        values[1] = record;
+        count = 2;
+    }
+    // SAFETY: `count` replacement columns, their numbers valid for `tupdesc`, their Datums of
+    // the columns' types (the version's, bytea).
+    unsafe {
+        pg_sys::heap_modify_tuple_by_cols(
+            tuple,
+            tupdesc,
+            count,
+            attnums.as_mut_ptr(),
+            values.as_mut_ptr(),
+            isnull.as_mut_ptr(),
+        )
+    }
 }

@@ -8,6 +8,10 @@
 //! their current names, and `DROP COLUMN` is refused while the table is versioned (call
 //! `enable()` again without the column first). Trigger arguments, by contrast, are frozen text.
 //!
+//! With `conflicts => 'merge'` the trigger has a second argument, `merge`, and the clause also
+//! names the record column (`NEW.rowversion_changes IS NOT NULL`) and each merge group
+//! (`ROW(NEW.street, NEW.city) IS NULL`): see [`MergeLayout`] and `src/merge.rs`.
+//!
 //! Reading the clause costs a `stringToNode`, so the result is kept per trigger for the
 //! session and forgotten when the table's relcache entry is invalidated (any `ALTER TABLE`,
 //! `CREATE OR REPLACE TRIGGER`, ...). Within one statement the trigger keeps its copy in
@@ -129,6 +133,63 @@ pub struct VersionColumn {
     pub version_type: VersionType,
     pub mode: Mode,
     pub ignored: IgnoredColumns,
+    /// `Some` for a table in `merge` mode.
+    pub merge: Option<MergeLayout>,
+}
+
+/// How a stale UPDATE is decided: `enable()`'s `conflicts`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conflicts {
+    /// Refused (40001): today's contract.
+    Reject,
+    /// Accepted when none of the columns it changes changed since the version it states.
+    Merge,
+}
+
+impl Conflicts {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "reject" => Some(Self::Reject),
+            "merge" => Some(Self::Merge),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reject => "reject",
+            Self::Merge => "merge",
+        }
+    }
+}
+
+/// A column in no merge unit (the version column, the record column, ignored, generated or
+/// dropped columns).
+pub const NO_UNIT: u16 = u16::MAX;
+
+/// The merge units of a table in `merge` mode: each merge group, and each other column that
+/// counts as a change, is one unit, whose last change the per-row record keeps. Units are
+/// ordered by the name of their first column (columns in a unit by name), so that a partition
+/// whose columns are numbered differently and a restored dump, whose dropped columns are
+/// gone, agree on the order; the fingerprint of the names and the order is in every record,
+/// so a record written under another layout (a column renamed, added or dropped, groups
+/// changed) is not read as this one's (see `src/merge.rs`).
+#[derive(Clone, Copy, Debug)]
+pub struct MergeLayout {
+    /// The record column (`bytea`).
+    pub record: i16,
+    pub fingerprint: u32,
+    pub units: u16,
+    /// The unit of each column by attribute number, [`NO_UNIT`] for none.
+    unit_of: [u16; pg_sys::MaxHeapAttributeNumber as usize + 1],
+}
+
+impl MergeLayout {
+    /// The unit of column `attnum`, if it is in one.
+    pub fn unit_of(&self, attnum: i16) -> Option<u16> {
+        let unit = *self.unit_of.get(usize::try_from(attnum).ok()?)?;
+        (unit != NO_UNIT).then_some(unit)
+    }
 }
 
 /// Bitmapset words for every column a table can have (1,600), offset as `tg_updatedcols` is.
@@ -184,6 +245,12 @@ impl IgnoredColumns {
             *ignored &= !source;
         }
         self.any = self.words.iter().any(|&w| w != 0);
+    }
+
+    /// Whether updates of column `attnum` alone do not count.
+    pub fn contains(&self, attnum: i16) -> bool {
+        let (word, bit) = bit(attnum);
+        self.words[word] & bit != 0
     }
 
     /// Whether the SET list `updated` names columns and every one of them is ignored
@@ -242,13 +309,36 @@ pub unsafe fn lookup(rel: pg_sys::Relation, trigger: *const pg_sys::Trigger) -> 
     Ok(column)
 }
 
+/// What a trigger's WHEN clause names, as `enable()` writes it.
+#[derive(Debug, Default)]
+pub struct WhenClause {
+    /// `NEW.a IS NULL` terms in order: the version column, then the ignored ones.
+    pub columns: Vec<i16>,
+    /// `NEW.rowversion_changes IS NOT NULL`: the record column of a table in `merge` mode.
+    pub record: Option<i16>,
+    /// `ROW(NEW.a, NEW.b) IS NULL` terms: the merge groups.
+    pub groups: Vec<Vec<i16>>,
+}
+
 /// The columns a trigger's WHEN clause names, as `enable()` writes it: `NEW.a IS NULL OR
-/// NEW.b IS NULL OR ... OR true`, in that order (0.1.0 wrote only the version column). `None`
-/// when the clause has another shape.
+/// NEW.b IS NULL OR ... [OR NEW.rowversion_changes IS NOT NULL OR ROW(NEW.c, NEW.d) IS NULL
+/// ...] OR true` (0.1.0 wrote only the version column). `None` when the clause has another
+/// shape.
 ///
 /// # Safety
 /// `tgqual` must be a node string of a trigger's WHEN clause.
-pub unsafe fn when_columns(tgqual: *const std::ffi::c_char) -> Option<Vec<i16>> {
+pub unsafe fn when_clause(tgqual: *const std::ffi::c_char) -> Option<WhenClause> {
+    /// A column of NEW.
+    unsafe fn new_column(node: *mut pg_sys::Node) -> Option<i16> {
+        // SAFETY: the caller passes a node; it is read as a Var only when its tag says so.
+        unsafe {
+            if !is_node(node, pg_sys::NodeTag::T_Var) {
+                return None;
+            }
+            let var = node as *mut pg_sys::Var;
+            ((*var).varno as u32 == pg_sys::PRS2_NEW_VARNO && (*var).varattno >= 1).then_some((*var).varattno)
+        }
+    }
     // SAFETY: stringToNode reads a valid node string into palloc'd nodes; the list cells are
     // read as the node types their tags say.
     unsafe {
@@ -260,26 +350,34 @@ pub unsafe fn when_columns(tgqual: *const std::ffi::c_char) -> Option<Vec<i16>> 
         if (*or).boolop != pg_sys::BoolExprType::OR_EXPR {
             return None;
         }
-        let mut attnums = Vec::new();
+        let mut clause = WhenClause::default();
         for cell in cells((*or).args) {
             let arg = cell.ptr_value as *mut pg_sys::Node;
             match (*arg).type_ {
                 pg_sys::NodeTag::T_NullTest => {
-                    let var = (*(arg as *mut pg_sys::NullTest)).arg as *mut pg_sys::Node;
-                    if !is_node(var, pg_sys::NodeTag::T_Var) {
+                    let test = arg as *mut pg_sys::NullTest;
+                    let operand = (*test).arg as *mut pg_sys::Node;
+                    let is_null = (*test).nulltesttype == pg_sys::NullTestType::IS_NULL;
+                    if is_node(operand, pg_sys::NodeTag::T_RowExpr) && is_null {
+                        let row = operand as *mut pg_sys::RowExpr;
+                        let group = cells((*row).args)
+                            .iter()
+                            .map(|cell| new_column(cell.ptr_value.cast()))
+                            .collect::<Option<Vec<i16>>>()?;
+                        clause.groups.push(group);
+                    } else if is_null {
+                        clause.columns.push(new_column(operand)?);
+                    } else if clause.record.is_none() {
+                        clause.record = Some(new_column(operand)?);
+                    } else {
                         return None;
                     }
-                    let var = var as *mut pg_sys::Var;
-                    if (*var).varno as u32 != pg_sys::PRS2_NEW_VARNO || (*var).varattno < 1 {
-                        return None;
-                    }
-                    attnums.push((*var).varattno);
                 }
                 pg_sys::NodeTag::T_Const => {}
                 _ => return None,
             }
         }
-        (!attnums.is_empty()).then_some(attnums)
+        (!clause.columns.is_empty()).then_some(clause)
     }
 }
 
@@ -291,29 +389,102 @@ unsafe fn resolve(rel: pg_sys::Relation, trigger: *const pg_sys::Trigger) -> Res
         let trigger = &*trigger;
         let not_from_enable =
             || ContractError::NotCreatedByEnable { trigger: encoding::cstr_from_server_lossy(trigger.tgname) };
-        if trigger.tgnargs != 1 || trigger.tgqual.is_null() {
+        if !(1..=2).contains(&trigger.tgnargs) || trigger.tgqual.is_null() {
             return Err(not_from_enable());
         }
-        let mode = CStr::from_ptr(*trigger.tgargs).to_str().ok().and_then(Mode::parse);
-        let Some(mode) = mode else {
+        let arguments = std::slice::from_raw_parts(trigger.tgargs, trigger.tgnargs as usize);
+        let mode = CStr::from_ptr(arguments[0]).to_str().ok().and_then(Mode::parse);
+        let conflicts = match arguments.get(1) {
+            Some(&argument) => CStr::from_ptr(argument).to_str().ok().and_then(Conflicts::parse),
+            None => Some(Conflicts::Reject),
+        };
+        let (Some(mode), Some(conflicts)) = (mode, conflicts) else {
             return Err(not_from_enable());
         };
 
         let tupdesc = (*rel).rd_att;
-        let columns = when_columns(trigger.tgqual).ok_or_else(not_from_enable)?;
-        if columns.iter().any(|&attnum| i32::from(attnum) > (*tupdesc).natts) {
+        let clause = when_clause(trigger.tgqual).ok_or_else(not_from_enable)?;
+        let named = clause.columns.iter().chain(clause.record.iter()).chain(clause.groups.iter().flatten());
+        if named.clone().any(|&attnum| i32::from(attnum) > (*tupdesc).natts) {
             return Err(not_from_enable());
         }
-        let attnum = columns[0];
+        let attnum = clause.columns[0];
         let mut ignored = IgnoredColumns::NONE;
-        columns[1..].iter().for_each(|&attnum| ignored.insert(attnum));
+        clause.columns[1..].iter().for_each(|&attnum| ignored.insert(attnum));
         add_generated_columns(tupdesc, &mut ignored);
+        let merge = match (conflicts, clause.record) {
+            (Conflicts::Reject, _) => None,
+            (Conflicts::Merge, Some(record)) => Some(merge_layout(tupdesc, attnum, record, &ignored, &clause.groups)),
+            (Conflicts::Merge, None) => return Err(not_from_enable()),
+        };
         let attribute = *attribute(tupdesc, attnum);
         let version_type = VersionType::from_oid(attribute.atttypid).ok_or_else(|| ContractError::UnsupportedType {
             column: encoding::cstr_from_server_lossy(attribute.attname.data.as_ptr()),
             type_name: type_name(attribute.atttypid),
         })?;
-        Ok(VersionColumn { relid: (*rel).rd_id, attnum, version_type, mode, ignored })
+        Ok(VersionColumn { relid: (*rel).rd_id, attnum, version_type, mode, ignored, merge })
+    }
+}
+
+/// The merge units of `tupdesc` (see [`MergeLayout`]): every live, non-generated column other
+/// than the version column, the record column and the ignored ones; a merge group's columns
+/// together.
+///
+/// # Safety
+/// `tupdesc` must be the descriptor of an open relation and the column numbers its columns.
+unsafe fn merge_layout(
+    tupdesc: pg_sys::TupleDesc,
+    version: i16,
+    record: i16,
+    ignored: &IgnoredColumns,
+    groups: &[Vec<i16>],
+) -> MergeLayout {
+    // SAFETY: forwarded: the attribute numbers are columns of `tupdesc`, whose names are
+    // NUL-terminated.
+    unsafe {
+        let name = |attnum: i16| CStr::from_ptr(attribute(tupdesc, attnum).attname.data.as_ptr()).to_bytes();
+        let counts = |attnum: i16| {
+            let column = attribute(tupdesc, attnum);
+            !column.attisdropped
+                && column.attgenerated == 0
+                && attnum != version
+                && attnum != record
+                && !ignored.contains(attnum)
+        };
+        let natts = (*tupdesc).natts as i16;
+        let mut units: Vec<Vec<i16>> = groups
+            .iter()
+            .map(|group| group.iter().copied().filter(|&a| counts(a)).collect::<Vec<_>>())
+            .filter(|unit| !unit.is_empty())
+            .collect();
+        let grouped: Vec<i16> = units.iter().flatten().copied().collect();
+        units.extend((1..=natts).filter(|&a| counts(a) && !grouped.contains(&a)).map(|a| vec![a]));
+        units.iter_mut().for_each(|unit| unit.sort_by(|&a, &b| name(a).cmp(name(b))));
+        units.sort_by(|a, b| name(a[0]).cmp(name(b[0])));
+        let mut layout = MergeLayout {
+            record,
+            fingerprint: 0,
+            units: units.len() as u16,
+            unit_of: [NO_UNIT; pg_sys::MaxHeapAttributeNumber as usize + 1],
+        };
+        // FNV-1a over the format and each unit's names, in order.
+        let mut hash: u32 = 0x811c_9dc5;
+        let mut feed = |bytes: &[u8]| {
+            for &byte in bytes {
+                hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+            }
+        };
+        feed(b"pg_rowversion merge record 1");
+        for (index, unit) in units.iter().enumerate() {
+            for &attnum in unit {
+                layout.unit_of[attnum as usize] = index as u16;
+                feed(name(attnum));
+                feed(&[0]);
+            }
+            feed(&[1]);
+        }
+        layout.fingerprint = hash;
+        layout
     }
 }
 
@@ -397,7 +568,7 @@ crate::fmgr::v1_function! {
             };
             let mut values = [pg_sys::Datum::from(0); 2];
             let mut nulls = [true; 2];
-            if let Some(columns) = when_columns(qual) {
+            if let Some(WhenClause { columns, .. }) = when_clause(qual) {
                 if let Some(version) = name(columns[0]) {
                     values[0] = version;
                     nulls[0] = false;
@@ -415,6 +586,44 @@ crate::fmgr::v1_function! {
                 nulls[1] = false;
             }
             crate::fmgr::result_row(args.fcinfo(), &mut values, &mut nulls).map(Some)
+        }
+    }
+}
+
+crate::fmgr::v1_function! {
+    /// `rowversion.merge_groups(rel regclass, tgqual pg_node_tree) RETURNS jsonb`: the merge
+    /// groups a versioning trigger's WHEN clause names, as a JSON array of arrays of column
+    /// names (`[]` for none), for the `rowversion.tables` view; NULL for a clause of another
+    /// shape.
+    pg_finfo_rowversion_merge_groups,
+    declared ["merge_groups(regclass, pg_node_tree) -> jsonb"],
+    fn rowversion_merge_groups(args) -> crate::fmgr::CallError {
+        let (Some(relid), Some(qual)) = (args.oid(0), args.datum(1)) else { return Ok(None) };
+        // SAFETY: argument 1 is a pg_node_tree (text); the JSON is built in a palloc'd
+        // StringInfo, names escaped by escape_json, and parsed by jsonb_in.
+        unsafe {
+            let Some(clause) = when_clause(pg_sys::text_to_cstring(qual.cast_mut_ptr())) else { return Ok(None) };
+            let json = pg_sys::makeStringInfo();
+            pg_sys::appendStringInfoChar(json, b'[' as std::ffi::c_char);
+            for (i, group) in clause.groups.iter().enumerate() {
+                pg_sys::appendStringInfoString(json, if i == 0 { c"[" } else { c", [" }.as_ptr());
+                let mut first = true;
+                for &attnum in group {
+                    // A column `rel` does not have (the clause may be another table's) is left out.
+                    let attname = pg_sys::get_attname(relid, attnum, true);
+                    if attname.is_null() {
+                        continue;
+                    }
+                    if !first {
+                        pg_sys::appendStringInfoString(json, c", ".as_ptr());
+                    }
+                    pg_sys::escape_json(json, attname);
+                    first = false;
+                }
+                pg_sys::appendStringInfoChar(json, b']' as std::ffi::c_char);
+            }
+            pg_sys::appendStringInfoChar(json, b']' as std::ffi::c_char);
+            Ok(pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(pg_sys::Datum::from((*json).data))]))
         }
     }
 }

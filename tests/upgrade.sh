@@ -170,6 +170,13 @@ SELECT version FROM products WHERE id = 1;
 UPDATE products SET version = 1700000000000 WHERE id = 1;
 SELECT version FROM products WHERE id = 1;
 SELECT ignore_columns FROM rowversion.tables WHERE rel = 'products'::regclass;
+SELECT rowversion.enable('readings', conflicts => 'merge');
+UPDATE readings SET value = 12 WHERE id = 1;
+SELECT pg_temp.sqlstate_of('UPDATE readings SET value = 13, version = 2 WHERE id = 1');
+ALTER TABLE readings ADD COLUMN note text;
+UPDATE readings SET note = 'checked' WHERE id = 1;
+SELECT pg_temp.sqlstate_of('UPDATE readings SET value = 14, version = 3 WHERE id = 1');
+SELECT version || ':' || value FROM readings;
 SQL
 )
     expected='lines:lock_version:strict,products:version:lenient,readings:version:lenient
@@ -180,7 +187,11 @@ SQL
 
 1
 1700000000000
-{price}'
+{price}
+
+40001
+ok
+5:14'
     if [ "$check" != "$expected" ]; then
         echo "after the update:"
         diff <(echo "$expected") <(echo "$check")

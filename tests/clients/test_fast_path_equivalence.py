@@ -1,7 +1,8 @@
 """The planner fast path and the trigger give the same results: the same random sequence of
 statements (UPDATEs stating good, stale, newer, NULL and extreme versions, multiple-column
 assignments, sub-selects that do not name the version, upserts, MERGE with one or several WHEN
-MATCHED actions, whole-table updates, deletes, mode and ignored-column changes) runs against
+MATCHED actions, whole-table updates, deletes, mode, ignored-column and conflicts changes, stale
+updates that merge mode may accept) runs against
 two identical versioned tables, one with pg_rowversion.fast_path off (the trigger) and one with
 it on, and every statement must end the same way: the same rows returned, or the same
 SQLSTATE, message, detail and error fields; and the tables must hold the same rows after every
@@ -130,10 +131,11 @@ def merge_actions(rng, t, generated):
     return f"MERGE INTO {t} USING (VALUES {source}) AS s(id) ON {t}.id = s.id {' '.join(clauses)}"
 
 
-def statement(rng, generated, k=None, nulls=True, only=None):
+def statement(rng, generated, k=None, nulls=True, only=None, merging=False):
     """A random statement, its kind and its text (with T for the table's name), for row k (a
     random one if None), of the kinds in `only` (all if None). With nulls false, no statement
-    sets a NOT NULL column to NULL."""
+    sets a NOT NULL column to NULL. With merging, also stale updates and switches to merge
+    mode."""
     t = T
     k = rng.choice(KEYS) if k is None else k
     v = rng.choice(versions(t, k))
@@ -199,6 +201,18 @@ def statement(rng, generated, k=None, nulls=True, only=None):
         ("enable", lambda: f"SELECT rowversion.enable('{t}', mode => 'lenient', ignore_columns => '{ignored}')"),
         ("enable", lambda: f"SELECT rowversion.enable('{t}', mode => 'lenient')"),
     ]
+    if merging:
+        kinds += [
+            ("stale", lambda: f"UPDATE {t} SET note = '{rng.choice('pq')}', version = version - 1 WHERE id = {k} "
+                              f"RETURNING id, note, hits, version"),
+            ("stale", lambda: f"UPDATE {t} SET hits = hits + 1, version = version - 1 WHERE id = {k} "
+                              f"RETURNING id, note, hits, version"),
+            ("stale", lambda: f"UPDATE {t} SET hits = hits + 1, version = version - 2 WHERE id = {k} "
+                              f"RETURNING id, note, hits, version"),
+            ("enable", lambda: f"SELECT rowversion.enable('{t}', conflicts => 'merge')"),
+            ("enable", lambda: f"SELECT rowversion.enable('{t}', mode => 'strict', ignore_columns => '{ignored}', "
+                               f"conflicts => 'merge')"),
+        ]
     if generated:
         kinds += [
             ("touched", lambda: f"UPDATE {t} SET touched = touched + 1 WHERE id = {k} "
@@ -236,7 +250,8 @@ def label(result):
 
 def rows_of(conn, t):
     """Every row of t (and its partition), as dicts, by id; table names replaced by T."""
-    cursor = conn.execute(f"SELECT tableoid::regclass::text AS partition, * FROM {t} ORDER BY id")
+    # Not prepared: enable(conflicts => 'merge') adds a column, which a prepared SELECT * refuses.
+    cursor = conn.execute(f"SELECT tableoid::regclass::text AS partition, * FROM {t} ORDER BY id", prepare=False)
     names = [column.name for column in cursor.description]
     return [dict(zip(names, row), partition=row[0].replace(t, "T")) for row in cursor.fetchall()]
 
@@ -249,7 +264,7 @@ def changes(before, after):
     for row in after:
         was = old.get(row["id"])
         if was is not None and was != row:
-            changed = {column for column in row if row[column] != was[column]}
+            changed = {column for column in row if column in was and row[column] != was[column]}
             found.append(("kept" if row["version"] == was["version"] else "moved", changed))
     return found
 
@@ -289,13 +304,13 @@ def test_fast_path_and_trigger_end_every_statement_the_same_way(admin, shape):
         assert fast_path_taken(sessions["off"], tables["off"]) == 0
 
         rng = random.Random(20261123)
-        mode, ignored = "lenient", set()   # as enable() left the tables
+        mode, ignored, conflicts = "lenient", set(), "reject"   # as enable() left the tables
         # Columns whose change alone keeps the version: the ignored ones no generated column
         # is computed from.
         keeps = set()
         reached = set()   # (kind, outcome or row change, mode, ignored columns)
         for step in range(STEPS):
-            kind, sql = statement(rng, generated)
+            kind, sql = statement(rng, generated, merging=True)
             before = rows_of(sessions["on"], tables["on"])
             seen = {}
             for path, t in tables.items():
@@ -309,10 +324,12 @@ def test_fast_path_and_trigger_end_every_statement_the_same_way(admin, shape):
                 ignored = set(sql.split("ignore_columns => '{")[1].split("}")[0].split(",")) \
                     if "ignore_columns" in sql else set()
                 keeps = ignored - ({"hits"} if generated else set())
-                # Still one path each after a mode or column change (else the comparison is moot).
-                assert fast_path_taken(sessions["on"], tables["on"]) and \
+                conflicts = "merge" if "conflicts => 'merge'" in sql else "reject"
+                # Still one path each after a mode or column change (else the comparison is
+                # moot); a table in merge mode keeps the trigger on both.
+                assert bool(fast_path_taken(sessions["on"], tables["on"])) == (conflicts == "reject") and \
                     not fast_path_taken(sessions["off"], tables["off"]), f"step {step}"
-            state = (mode, ",".join(sorted(ignored)))
+            state = (mode, ",".join(sorted(ignored)), conflicts)
             reached.add((kind, label(result)) + state)
             row_changes = changes(before, after)
             for change, columns in row_changes:
@@ -327,15 +344,21 @@ def test_fast_path_and_trigger_end_every_statement_the_same_way(admin, shape):
                 for path, t in tables.items()}
         assert rows["on"] == rows["off"]
 
-        def was(kind, result, mode=None, ignoring=None):
+        def was(kind, result, mode=None, ignoring=None, conflicts=None):
             if any(r[0] == kind and r[1] == result and (mode is None or r[2] == mode)
-                   and (ignoring is None or ignoring in r[3].split(",")) for r in reached):
+                   and (ignoring is None or ignoring in r[3].split(","))
+                   and (conflicts is None or r[4] == conflicts) for r in reached):
                 return True
-            raise AssertionError(f"{kind}: never {result} (mode {mode}, ignoring {ignoring}); reached: "
-                                 f"{sorted(r[1:] for r in reached if r[0] == kind)}")
+            raise AssertionError(f"{kind}: never {result} (mode {mode}, ignoring {ignoring}, conflicts "
+                                 f"{conflicts}); reached: {sorted(r[1:] for r in reached if r[0] == kind)}")
 
         # The sequence reached conflicts, NULLs and strict-mode refusals, not only successes.
         assert was("update", "error 40001") and was("update", "error 22004")
+        # A stale update: always refused in reject mode; in merge mode accepted (moving the
+        # version) when its column did not change since, refused when it did.
+        assert was("stale", "error 40001", conflicts="reject")
+        assert not any(r[0] == "stale" and r[1] == "moved" and r[4] == "reject" for r in reached)
+        assert was("stale", "moved", conflicts="merge") and was("stale", "error 40001", conflicts="merge")
         # Sub-selects that do not name the version, in UPDATE, upsert and MERGE: accepted in
         # lenient mode, refused in strict mode.
         for kind in ("multi", "multi_upsert", "multi_merge"):
