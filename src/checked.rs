@@ -39,6 +39,9 @@ pub enum CheckedError {
     NotATable { table: String, kind: &'static str },
     #[error("permission denied for table {0}")]
     PermissionDenied(String),
+    /// `changed_since` without SELECT on the record column.
+    #[error("permission denied for table {0}")]
+    RecordNotReadable(String),
     #[error("{0} must be a JSON object")]
     NotAnObject(&'static str),
     #[error("column \"{column}\" of table \"{table}\" does not exist")]
@@ -71,7 +74,7 @@ impl CheckedError {
             Self::NotVersioned { .. } | Self::VersioningDisabled { .. } | Self::NotMerging { .. } => {
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
-            Self::PermissionDenied(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            Self::PermissionDenied(_) | Self::RecordNotReadable(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             Self::NotAnObject(_) | Self::BadRow { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             Self::UnknownColumn { .. } => PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
             Self::SystemSetColumn { .. } => PgSqlErrorCode::ERRCODE_GENERATED_ALWAYS,
@@ -105,6 +108,10 @@ impl CheckedError {
             }
             Self::SystemSetColumn { kind: "version", .. } => Some(
                 "The version moves by itself: pass the version you read as expected_version.".into(),
+            ),
+            Self::RecordNotReadable(_) => Some(
+                "changed_since needs SELECT on the key and version columns and on rowversion_changes, which tells when every column changed."
+                    .into(),
             ),
             Self::PermissionDenied(_) => Some(
                 "A checked function needs what its statement needs: SELECT on the key and version columns, and UPDATE (or DELETE) on the table."
@@ -514,6 +521,12 @@ v1_function! {
                 table: table.relation.display.clone(),
                 quoted: table.relation.quoted.clone(),
             });
+        }
+        // The record tells when every column changed, the caller's unreadable ones included:
+        // reading it takes SELECT on it, as a SELECT of the column would.
+        let record = table.versioning.as_ref().and_then(|v| v.record.as_deref()).and_then(|r| table.column(r.as_bytes()));
+        if !record.is_some_and(|r| column_privilege(table.relid, r.attnum, pg_sys::ACL_SELECT as pg_sys::AclMode)) {
+            return Err(CheckedError::RecordNotReadable(table.relation.name.clone()));
         }
         // SAFETY: argument 1 is jsonb.
         let key = unsafe { json(args, 1, "key")? };
