@@ -99,10 +99,16 @@ impl<'a> RowChange<'a> {
         })
     }
 
-    /// Whether the record says exactly when `unit` last changed: not a row without a valid
-    /// record, nor an age of 255 or more, which count as changed without being known to be.
-    pub fn known(&self, unit: u16) -> bool {
-        self.recorded && self.ages[usize::from(unit)] != SATURATED
+    /// The columns (1 to `natts`, in order) of the units [`changed_since`](Self::changed_since)
+    /// finds, each with whether the record says when it changed: not for a row without a valid
+    /// record, nor for an age of 255 or more, which count as changed without being known to.
+    pub fn changed_columns(&self, distance: u64, natts: i16) -> impl Iterator<Item = (i16, bool)> + '_ {
+        (1..=natts).filter_map(move |attnum| {
+            let unit = self.layout.unit_of(attnum)?;
+            let age = self.ages[usize::from(unit)];
+            (self.changed[usize::from(unit)] && changed_after(age, distance))
+                .then_some((attnum, self.recorded && age != SATURATED))
+        })
     }
 
     /// The record of the new row at version `next`, `advance` versions after the stored one:

@@ -164,25 +164,16 @@ unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> R
             Some(supplied) => match change.as_mut() {
                 Some(change) => {
                     let distance = merge::distance(column.version_type, supplied, stored);
-                    let mut conflicting = change.changed_since(distance).peekable();
-                    if conflicting.peek().is_none() {
-                        drop(conflicting);
+                    if change.changed_since(distance).next().is_none() {
                         http::send_version(next);
                         return Ok(with_version(new_row, tupdesc, column, next, Some(change.record(next, 1))));
                     }
-                    drop(conflicting);
                     // A checked function that reports conflicts instead of raising them
                     // (try_update): the row is skipped, and the function says why.
                     if merge::skips_conflicts(rel) {
                         return Ok(std::ptr::null_mut());
                     }
-                    let units: Vec<(u16, bool)> =
-                        change.changed_since(distance).map(|unit| (unit, change.known(unit))).collect();
-                    let layout = column.merge.as_ref().expect("merge mode has a layout");
-                    let columns = (1..=(*tupdesc).natts as i16).filter_map(|attnum| {
-                        let unit = layout.unit_of(attnum)?;
-                        units.iter().find(|(u, _)| *u == unit).map(|&(_, known)| (attnum, known))
-                    });
+                    let columns = change.changed_columns(distance, (*tupdesc).natts as i16);
                     Err(contract::merge_conflict(rel, column.attnum, stored_row, stored, supplied, columns))
                 }
                 None => Err(contract::mismatch(rel, column.attnum, stored_row, stored, Mismatch::Supplied(supplied))),
