@@ -34,6 +34,9 @@ SELECT rowversion.update_many('items', '[{"key": {"id": 2}, "version": 1, "chang
 SELECT rowversion.update_many('items', '[{"key": {"id": 1}, "version": 4, "changes": {"name": "K"}},
                                          {"key": {"id": 2}, "version": 1, "changes": {"stock": 3}}]');
 SELECT id, name, price, stock, version FROM items ORDER BY id;
+-- A stale delete() is always a conflict, whatever changed: deleting drops every column.
+SELECT rowversion.delete('items', '{"id": 2}', 1);
+SELECT rowversion.current_version('items', '{"id": 2}');
 -- try_update's skipped conflict does not leak into the statements after it.
 SELECT * FROM rowversion.try_update('items', '{"id": 1}', 1, '{"stock": 1}');
 UPDATE items SET stock = 0, version = 1 WHERE id = 1;
