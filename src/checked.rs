@@ -577,7 +577,7 @@ v1_function! {
             let distance = if column.version_type.is_newer(since, stored) {
                 0
             } else {
-                merge::distance(column.version_type, since, stored)
+                column.version_type.distance(since, stored)
             };
             pg_sys::InitMaterializedSRF(args.fcinfo(), 0);
             let result = (*args.fcinfo()).resultinfo as *mut pg_sys::ReturnSetInfo;

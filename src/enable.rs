@@ -357,8 +357,6 @@ fn enable_table(
         for name in groups.iter().flatten() {
             let what = if name == column {
                 Some("the version column")
-            } else if name == RECORD_COLUMN {
-                Some("the record column")
             } else if ignored.contains(&name) {
                 Some("an ignored column")
             } else if seen.contains(&name) {
@@ -436,11 +434,7 @@ fn ignore_columns<'a>(
         if name == version_column {
             return Err(EnableError::VersionIgnored { column: name.clone() });
         }
-        let found = client.select(COLUMN_BY_NAME, Some(1), &[table.oid.into(), name.as_bytes().into()])?;
-        if found.is_empty() {
-            return Err(EnableError::NoSuchColumn { table: table.display.clone(), column: name.clone() });
-        }
-        if !found.first().get::<String>(4)?.unwrap_or_default().is_empty() {
+        if generated_column(client, table, name)? {
             return Err(EnableError::GeneratedIgnored { table: table.display.clone(), column: name.clone() });
         }
         if !columns.contains(&name) {
@@ -448,6 +442,15 @@ fn ignore_columns<'a>(
         }
     }
     Ok(columns)
+}
+
+/// Whether live column `name` of the table is generated; `NoSuchColumn` when there is none.
+fn generated_column(client: &mut SpiClient<'_>, table: &Table, name: &str) -> Result<bool, EnableError> {
+    let found = client.select(COLUMN_BY_NAME, Some(1), &[table.oid.into(), name.as_bytes().into()])?;
+    if found.is_empty() {
+        return Err(EnableError::NoSuchColumn { table: table.display.clone(), column: name.into() });
+    }
+    Ok(!found.first().get::<String>(4)?.unwrap_or_default().is_empty())
 }
 
 /// The merge groups of the `merge_groups` argument, each a list of distinct columns of the
@@ -485,7 +488,8 @@ fn merge_groups(
     }
     let mut groups: Vec<Vec<String>> = Vec::new();
     let names = client.select(
-        "SELECT g.n, pg_catalog.convert_to(e #>> '{}', 'UTF8')
+        "SELECT g.n, pg_catalog.convert_to(
+                    (e OPERATOR(pg_catalog.#>>) '{}'::pg_catalog.text[])::pg_catalog.name::pg_catalog.text, 'UTF8')
          FROM pg_catalog.jsonb_array_elements($1) WITH ORDINALITY g(g, n), pg_catalog.jsonb_array_elements(g.g) e
          ORDER BY g.n",
         None,
@@ -502,11 +506,7 @@ fn merge_groups(
         if name == RECORD_COLUMN {
             return Err(EnableError::NotMergeable { column: name, what: "the record column" });
         }
-        let found = client.select(COLUMN_BY_NAME, Some(1), &[table.oid.into(), name.as_bytes().into()])?;
-        if found.is_empty() {
-            return Err(EnableError::NoSuchColumn { table: table.display.clone(), column: name });
-        }
-        if !found.first().get::<String>(4)?.unwrap_or_default().is_empty() {
+        if generated_column(client, table, &name)? {
             return Err(EnableError::NotMergeable { column: name, what: "a generated column" });
         }
         let group = groups.last_mut().expect("a group was pushed");
@@ -523,7 +523,8 @@ fn record_column(client: &mut SpiClient<'_>, table: &Table) -> Result<(), Enable
     let existing =
         client.select(COLUMN_BY_NAME, Some(1), &[table.oid.into(), RECORD_COLUMN.as_bytes().into()])?.first();
     if existing.is_empty() {
-        let add = format!("ALTER TABLE {} ADD COLUMN {} bytea", table.quoted, quote_identifier(RECORD_COLUMN));
+        let add =
+            format!("ALTER TABLE {} ADD COLUMN {} pg_catalog.bytea", table.quoted, quote_identifier(RECORD_COLUMN));
         client.update(&encoding::to_server(&add), None, &[])?;
     } else if existing.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid) != pg_sys::BYTEAOID
         || !existing.get::<String>(4)?.unwrap_or_default().is_empty()

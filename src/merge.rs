@@ -63,15 +63,14 @@ impl<'a> RowChange<'a> {
         // within them; heap_deform_tuple fills `natts` values and nulls.
         unsafe {
             let changed = palloc_slice::<bool>(usize::from(layout.units));
-            let mut isnull = false;
-            let record = pg_sys::heap_getattr(stored_row, layout.record.into(), tupdesc, &mut isnull);
-            let (ages, recorded) = ages(layout, (!isnull).then_some(record), stored);
-
             let natts = (*tupdesc).natts as usize;
             let (old_values, old_nulls) = (palloc_slice::<pg_sys::Datum>(natts), palloc_slice::<bool>(natts));
             let (new_values, new_nulls) = (palloc_slice::<pg_sys::Datum>(natts), palloc_slice::<bool>(natts));
             pg_sys::heap_deform_tuple(stored_row, tupdesc, old_values.as_mut_ptr(), old_nulls.as_mut_ptr());
             pg_sys::heap_deform_tuple(new_row, tupdesc, new_values.as_mut_ptr(), new_nulls.as_mut_ptr());
+            // The record is a user column (the WHEN clause names NEW's columns 1 and up).
+            let record = (layout.record - 1) as usize;
+            let (ages, recorded) = ages(layout, (!old_nulls[record]).then_some(old_values[record]), stored);
             for i in 0..natts {
                 let Some(unit) = layout.unit_of(i as i16 + 1) else { continue };
                 let unit = usize::from(unit);
@@ -94,9 +93,13 @@ impl<'a> RowChange<'a> {
     /// The units this UPDATE changes that changed after version `since`, `distance` versions
     /// before the stored one ([`changed_after`]).
     pub fn changed_since(&self, distance: u64) -> impl Iterator<Item = u16> + '_ {
-        (0..self.layout.units).filter(move |&unit| {
-            self.changed[usize::from(unit)] && changed_after(self.ages[usize::from(unit)], distance)
-        })
+        (0..self.layout.units).filter(move |&unit| self.conflicts(unit, distance))
+    }
+
+    /// Whether this UPDATE changes `unit` and it changed after the version `distance`
+    /// versions before the stored one.
+    fn conflicts(&self, unit: u16, distance: u64) -> bool {
+        self.changed[usize::from(unit)] && changed_after(self.ages[usize::from(unit)], distance)
     }
 
     /// The columns (1 to `natts`, in order) of the units [`changed_since`](Self::changed_since)
@@ -105,9 +108,8 @@ impl<'a> RowChange<'a> {
     pub fn changed_columns(&self, distance: u64, natts: i16) -> impl Iterator<Item = (i16, bool)> + '_ {
         (1..=natts).filter_map(move |attnum| {
             let unit = self.layout.unit_of(attnum)?;
-            let age = self.ages[usize::from(unit)];
-            (self.changed[usize::from(unit)] && changed_after(age, distance))
-                .then_some((attnum, self.recorded && age != SATURATED))
+            let known = self.recorded && self.ages[usize::from(unit)] != SATURATED;
+            self.conflicts(unit, distance).then_some((attnum, known))
         })
     }
 
@@ -198,11 +200,7 @@ pub fn changed_after(age: u8, distance: u64) -> bool {
 /// The version at which a unit of age `age` last changed, for a row at `stored`; `None` when
 /// saturated (255 or more versions ago).
 pub fn changed_at(version_type: VersionType, stored: i64, age: u8) -> Option<i64> {
-    (age != SATURATED).then(|| match version_type {
-        VersionType::Int2 => i64::from((stored as i16).wrapping_sub(i16::from(age))),
-        VersionType::Int4 => i64::from((stored as i32).wrapping_sub(i32::from(age))),
-        VersionType::Int8 => stored.wrapping_sub(i64::from(age)),
-    })
+    (age != SATURATED).then(|| version_type.earlier(stored, age))
 }
 
 thread_local! {
@@ -250,15 +248,6 @@ pub unsafe fn skips_conflicts(rel: pg_sys::Relation) -> bool {
 /// The record's check for a row at `version`.
 fn check(layout: &MergeLayout, version: i64) -> u32 {
     layout.fingerprint ^ version as u32
-}
-
-/// How many versions `to` is after `from`, in the column type's width.
-pub fn distance(version_type: VersionType, from: i64, to: i64) -> u64 {
-    match version_type {
-        VersionType::Int2 => u64::from((to as i16).wrapping_sub(from as i16) as u16),
-        VersionType::Int4 => u64::from((to as i32).wrapping_sub(from as i32) as u32),
-        VersionType::Int8 => to.wrapping_sub(from) as u64,
-    }
 }
 
 /// A zeroed, palloc'd slice of `len` elements, in the current memory context.

@@ -118,9 +118,9 @@ unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> R
             return Err(contract::mismatch(rel, column.attnum, stored_row, stored, Mismatch::IfMatch));
         }
         // In merge mode, the record of when each column last changed, and what this UPDATE
-        // changes (src/merge.rs).
-        let mut change =
-            column.merge.as_ref().map(|layout| RowChange::new(layout, tupdesc, stored_row, new_row, stored));
+        // changes (src/merge.rs): read only once the UPDATE is to move the version.
+        let row_change =
+            || column.merge.as_ref().map(|layout| RowChange::new(layout, tupdesc, stored_row, new_row, stored));
         if !names_column(updated, column.attnum) {
             // Bookkeeping: an UPDATE of ignored columns only is not a change of the row.
             if column.ignored.cover(updated) {
@@ -134,7 +134,7 @@ unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> R
                 }));
             }
             http::send_version(next);
-            return Ok(with_version(new_row, tupdesc, column, next, change.as_mut().map(|c| c.record(next, 1))));
+            return Ok(with_version(new_row, tupdesc, column, next, row_change().map(|mut c| c.record(next, 1))));
         }
         match read_version(new_row, tupdesc, column) {
             None => Err(contract::report(rel, column.attnum, |table, name| ContractError::NullVersion {
@@ -144,26 +144,26 @@ unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> R
             // The version the writer read: the check passes, the version moves on.
             Some(supplied) if supplied == stored => {
                 http::send_version(next);
-                Ok(with_version(new_row, tupdesc, column, next, change.as_mut().map(|c| c.record(next, 1))))
+                Ok(with_version(new_row, tupdesc, column, next, row_change().map(|mut c| c.record(next, 1))))
             }
             // A newer version, in serial-number order for the column's width, is the writer's
             // own next version: ORMs send `SET version = read + 1 WHERE id = ? AND version =
             // read` (or a time-based number) and their WHERE clause did the check. Kept as is.
             Some(supplied) if column.version_type.is_newer(supplied, stored) => {
                 http::send_version(supplied);
-                Ok(match change.as_mut() {
+                Ok(match row_change() {
                     None => new_row,
-                    Some(change) => {
-                        let advance = merge::distance(column.version_type, stored, supplied);
+                    Some(mut change) => {
+                        let advance = column.version_type.distance(stored, supplied);
                         with_version(new_row, tupdesc, column, supplied, Some(change.record(supplied, advance)))
                     }
                 })
             }
             // A stale version: refused, unless in merge mode none of the columns the UPDATE
             // changes changed after the version it states.
-            Some(supplied) => match change.as_mut() {
-                Some(change) => {
-                    let distance = merge::distance(column.version_type, supplied, stored);
+            Some(supplied) => match row_change() {
+                Some(mut change) => {
+                    let distance = column.version_type.distance(supplied, stored);
                     if change.changed_since(distance).next().is_none() {
                         http::send_version(next);
                         return Ok(with_version(new_row, tupdesc, column, next, Some(change.record(next, 1))));

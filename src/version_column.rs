@@ -90,6 +90,24 @@ impl VersionType {
         }
     }
 
+    /// How many versions `to` is after `from`, in the type's width.
+    pub fn distance(self, from: i64, to: i64) -> u64 {
+        match self {
+            Self::Int2 => u64::from((to as i16).wrapping_sub(from as i16) as u16),
+            Self::Int4 => u64::from((to as i32).wrapping_sub(from as i32) as u32),
+            Self::Int8 => to.wrapping_sub(from) as u64,
+        }
+    }
+
+    /// The version `steps` versions before `version`, wrapping as [`next`](Self::next) does.
+    pub fn earlier(self, version: i64, steps: u8) -> i64 {
+        match self {
+            Self::Int2 => i64::from((version as i16).wrapping_sub(i16::from(steps))),
+            Self::Int4 => i64::from((version as i32).wrapping_sub(i32::from(steps))),
+            Self::Int8 => version.wrapping_sub(i64::from(steps)),
+        }
+    }
+
     pub fn to_datum(self, version: i64) -> pg_sys::Datum {
         match self {
             Self::Int2 => pg_sys::Datum::from(version as i16),
@@ -165,7 +183,7 @@ impl Conflicts {
 
 /// A column in no merge unit (the version column, the record column, ignored, generated or
 /// dropped columns).
-pub const NO_UNIT: u16 = u16::MAX;
+const NO_UNIT: u16 = u16::MAX;
 
 /// The merge units of a table in `merge` mode: each merge group, and each other column that
 /// counts as a change, is one unit, whose last change the per-row record keeps. Units are
@@ -404,8 +422,8 @@ unsafe fn resolve(rel: pg_sys::Relation, trigger: *const pg_sys::Trigger) -> Res
 
         let tupdesc = (*rel).rd_att;
         let clause = when_clause(trigger.tgqual).ok_or_else(not_from_enable)?;
-        let named = clause.columns.iter().chain(clause.record.iter()).chain(clause.groups.iter().flatten());
-        if named.clone().any(|&attnum| i32::from(attnum) > (*tupdesc).natts) {
+        let mut named = clause.columns.iter().chain(clause.record.iter()).chain(clause.groups.iter().flatten());
+        if named.any(|&attnum| i32::from(attnum) > (*tupdesc).natts) {
             return Err(not_from_enable());
         }
         let attnum = clause.columns[0];
