@@ -3,36 +3,43 @@
 # scripts/package built for Postgres 15). `apt-get install ./PACKAGE.deb` into the machine's
 # Debian Postgres 15, then, on a throw-away server of that Postgres: CREATE EXTENSION, a
 # versioned UPDATE and a stale one refused with 40001; then `apt-get remove` and no file of the
-# package left. CI runs it (.ci/run) before scripts/demo installs its own build there; it
-# refuses to run over pg_rowversion files that no package owns (scripts/demo's), and over a
-# running server of that Postgres that may have loaded them (replacing a loaded library
-# crashes its backends).
+# package left. CI runs it (.ci/run) before scripts/demo installs its own build there. Files of
+# pg_rowversion that no package owns (an earlier scripts/demo's build) are set aside while the
+# package is tried and put back afterwards; a running server of that Postgres, which may have
+# loaded them, makes it refuse (replacing a loaded library crashes its backends).
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 deb=$(realpath "$1")
 name=$(dpkg-deb --field "$deb" Package)
 [ "$name" = "postgresql-$PG_MAJOR-rowversion" ] || { echo "$deb is $name, not postgresql-$PG_MAJOR-rowversion"; exit 2; }
 port=${PG_ROWVERSION_DEB_PORT:-54316}
-files=("/usr/lib/postgresql/$PG_MAJOR/lib"/pg_rowversion* "/usr/share/postgresql/$PG_MAJOR/extension"/pg_rowversion*)
-for file in "${files[@]}"; do
-    if [ -e "$file" ] && ! dpkg -S "$file" >/dev/null 2>&1; then
-        echo "refusing: $file is no package's (scripts/demo's build?); stop its servers and remove it first"
-        exit 1
-    fi
-done
 if pgrep -f "^$SYSTEM_PG_BIN/postgres" >/dev/null; then
     echo "refusing: a server of $SYSTEM_PG_BIN is running; stop it first"
     exit 1
 fi
 
 dir=$(mktemp -d /tmp/pg_rowversion-deb.XXXXXX)
+aside="$dir/set-aside"
+mkdir "$aside"
 cleanup() {
     stop_server "$dir"
-    rm -rf "$dir"
     if dpkg-query -W -f='${Status}' "$name" 2>/dev/null | grep -q "ok installed"; then
         as_root env DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq "$name" >/dev/null
     fi
+    # Put back what was set aside, with its owner, mode and time.
+    (cd "$aside" && find . -type f -print0 | while IFS= read -r -d '' file; do
+        as_root mv -f "$file" "/${file#./}"
+    done)
+    rm -rf "$dir"
 }
 trap cleanup EXIT
+
+for file in "/usr/lib/postgresql/$PG_MAJOR/lib"/pg_rowversion* "/usr/share/postgresql/$PG_MAJOR/extension"/pg_rowversion*; do
+    if [ -e "$file" ] && ! dpkg -S "$file" >/dev/null 2>&1; then
+        log "setting aside $file (no package's) until the package is removed"
+        as_root mkdir -p "$aside$(dirname "$file")"
+        as_root mv "$file" "$aside$file"
+    fi
+done
 
 log "apt-get install $deb"
 as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$deb" >/dev/null
