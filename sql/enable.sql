@@ -11,7 +11,7 @@ LANGUAGE c VOLATILE STRICT
 AS 'MODULE_PATHNAME', 'enable_wrapper';
 
 COMMENT ON FUNCTION rowversion.enable(regclass, name, text, name[], text, jsonb) IS
-'Puts a table under version control: adds the version column if missing and installs the trigger "rowversion"; an UPDATE of ignore_columns only does not count as a change; conflicts => ''merge'' accepts a stale UPDATE whose changed columns (widened to their merge group) did not change since the version it states';
+'Puts a table under version control: adds the version column if missing and installs the trigger "rowversion"; an UPDATE of ignore_columns only does not count as a change; conflicts => ''merge'' accepts a stale UPDATE whose changed columns (widened to their merge group) did not change since the version it states; conflicts => ''observe'' lets every stale or version-less UPDATE through, counting and logging each';
 
 CREATE FUNCTION rowversion.disable(rel regclass) RETURNS void
 LANGUAGE c VOLATILE STRICT

@@ -24,7 +24,9 @@ use crate::fmgr::{result_row, v1_function, Args, CallError};
 use crate::jsonb::{numeric_to_i64, Container, Value};
 use crate::key::{self, check_key, JsonArg, KeyError};
 use crate::merge;
+use crate::observe;
 use crate::report::Report;
+use crate::stats::{self, Event};
 use crate::table::{prepared, table, Statement, Table, TableError};
 
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +102,7 @@ impl CheckedError {
                 Some(format!("Enable it with: SELECT rowversion.enable({});", quote_literal(quoted)))
             }
             Self::NotMerging { quoted, .. } => Some(format!(
-                "Only a table in merge mode does: SELECT rowversion.enable({}, conflicts => 'merge');",
+                "Only a table in merge or observe mode does: SELECT rowversion.enable({}, conflicts => 'merge');",
                 quote_literal(quoted)
             )),
             Self::VersioningDisabled { quoted, .. } => {
@@ -288,17 +290,50 @@ fn checked_update(
     }
 }
 
-fn checked_delete(table: &Table, key: JsonArg, expected: i64) -> Result<Checked> {
+fn checked_delete(table: &Table, version_attnum: i16, key: JsonArg, expected: i64) -> Result<Checked> {
     check_key(table, key.document)?;
     let plan = prepared(table, Statement::Delete)?;
-    let deleted = Spi::connect_mut(|client| {
-        client.update(&*plan, Some(1), &[key.arg(), expected.into()]).map(|rows| !rows.is_empty())
+    // In observe mode the statement deletes whatever the row's version: a stale one is counted
+    // and logged (src/observe.rs) as the conflict it would have been.
+    let stale = Spi::connect_mut(|client| {
+        let rows = client.update(&*plan, Some(1), &[key.arg(), expected.into()])?;
+        if rows.is_empty() {
+            return Ok::<_, CheckedError>(None);
+        }
+        let row = rows.first();
+        let found = row.get::<i64>(1)?.unwrap_or(0);
+        if found == expected {
+            return Ok(Some(None));
+        }
+        Ok(Some(Some((found, key_of_row(table, row.get_datum_by_ordinal(2)?)))))
     })?;
-    if deleted {
-        Ok(Checked::Applied(expected))
-    } else {
-        why_not(table, key, expected)
+    match stale {
+        None => why_not(table, key, expected),
+        Some(None) => Ok(Checked::Applied(expected)),
+        Some(Some((found, shown_key))) => {
+            stats::count(table.relid, Event::ObservedStale { mergeable: false });
+            observe::let_through(Some(false), || {
+                Report::from(conflict(table, version_attnum, shown_key, expected, found))
+            });
+            Ok(Checked::Applied(expected))
+        }
     }
+}
+
+/// The key of a row given as a row of `table`'s type, as a conflict may show it.
+fn key_of_row(table: &Table, row: Option<pg_sys::Datum>) -> Option<String> {
+    // SAFETY: the Datum is a row of the table's own type, so the table's descriptor reads its
+    // key columns; the relation is open for the duration of the call.
+    row.and_then(|datum| unsafe {
+        let relation = PgRelation::with_lock(table.relid, pg_sys::NoLock as pg_sys::LOCKMODE);
+        let header = pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) as pg_sys::HeapTupleHeader;
+        let mut tuple = pg_sys::HeapTupleData {
+            t_len: pgrx::varlena::varsize(header.cast()) as u32,
+            t_data: header,
+            ..Default::default()
+        };
+        describe_key(relation.as_ptr(), &mut tuple)
+    })
 }
 
 /// After a checked statement matched no row: is the row missing, or at another version?
@@ -316,19 +351,10 @@ fn why_not(table: &Table, key: JsonArg, expected: i64) -> Result<Checked> {
             // statement would, treat it as no row.
             return Ok(Checked::Missing);
         }
-        let key_row = row.get_datum_by_ordinal(2)?;
-        // SAFETY: column 2 is a row of the table's own type, so the table's descriptor reads
-        // its key columns; the relation is open for the duration of the call.
-        let key = key_row.and_then(|datum| unsafe {
-            let relation = PgRelation::with_lock(table.relid, pg_sys::NoLock as pg_sys::LOCKMODE);
-            let header = pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) as pg_sys::HeapTupleHeader;
-            let mut tuple = pg_sys::HeapTupleData {
-                t_len: pgrx::varlena::varsize(header.cast()) as u32,
-                t_data: header,
-                ..Default::default()
-            };
-            describe_key(relation.as_ptr(), &mut tuple)
-        });
+        let key = key_of_row(table, row.get_datum_by_ordinal(2)?);
+        // The trigger counted none of it: the statement matched no row, or the trigger
+        // skipped it for try_update (src/stats.rs).
+        stats::count(table.relid, Event::Conflict);
         Ok(Checked::Conflict { found, key })
     })
 }
@@ -354,14 +380,18 @@ fn require_applied(table: &Table, version_attnum: i16, key: JsonArg, expected: i
             table: table.relation.display.clone(),
             key: key.document.to_text(key::KEY_CHARS_SHOWN),
         }),
-        Checked::Conflict { found, key } => Err(CheckedError::Conflict {
-            relid: table.relid,
-            attnum: version_attnum,
-            table: table.relation.display.clone(),
-            key,
-            expected,
-            found,
-        }),
+        Checked::Conflict { found, key } => Err(conflict(table, version_attnum, key, expected, found)),
+    }
+}
+
+fn conflict(table: &Table, version_attnum: i16, key: Option<String>, expected: i64, found: i64) -> CheckedError {
+    CheckedError::Conflict {
+        relid: table.relid,
+        attnum: version_attnum,
+        table: table.relation.display.clone(),
+        key,
+        expected,
+        found,
     }
 }
 
@@ -477,7 +507,7 @@ v1_function! {
         // SAFETY: argument 1 is jsonb.
         let key = unsafe { json(args, 1, "key")? };
         let expected = required(args.int8(2), "expected_version")?;
-        let outcome = checked_delete(&table, key, expected)?;
+        let outcome = checked_delete(&table, attnum, key, expected)?;
         require_applied(&table, attnum, key, expected, outcome).map(|_| Some(pg_sys::Datum::from(0)))
     }
 }

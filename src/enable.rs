@@ -60,7 +60,7 @@ pub enum EnableError {
     MergeGroupsShape,
     #[error("merge_groups names {0} columns, more than a table can have")]
     TooManyGrouped(usize),
-    #[error("merge_groups is only for conflicts => 'merge'")]
+    #[error("merge_groups is only for conflicts => 'merge' or 'observe'")]
     MergeGroupsWithoutMerge,
     #[error("column \"{column}\" cannot be in merge_groups: it is {what}")]
     NotMergeable { column: String, what: &'static str },
@@ -100,10 +100,10 @@ impl EnableError {
                 Some("Only ordinary and partitioned tables can be versioned.".into())
             }
             Self::InvalidMode(_) => Some("The mode is 'lenient' or 'strict'.".into()),
-            Self::InvalidConflicts(_) => Some("conflicts is 'reject' or 'merge'.".into()),
+            Self::InvalidConflicts(_) => Some("conflicts is 'reject', 'merge' or 'observe'.".into()),
             Self::MergeGroupsShape => Some("For example: '[[\"street\", \"city\", \"zip\"]]'.".into()),
             Self::MergeGroupsWithoutMerge => {
-                Some("Merge groups say which columns must not be merged apart; pass conflicts => 'merge' too.".into())
+                Some("Merge groups say which columns must not be merged apart; pass conflicts => 'merge' or 'observe' too.".into())
             }
             Self::NotMergeable { .. } => Some(
                 "A merge group lists columns that count as one: not the version column, an ignored, generated or record column, and each column in one group only."
@@ -352,7 +352,8 @@ fn enable_table(
         return Err(EnableError::MergeGroupsWithoutMerge);
     }
     let mut arguments = quote_literal(mode.as_str());
-    if conflicts == Conflicts::Merge {
+    // Merge and observe mode keep the record (observe says whether merge would accept).
+    if conflicts != Conflicts::Reject {
         let mut seen: Vec<&String> = Vec::new();
         for name in groups.iter().flatten() {
             let what = if name == column {

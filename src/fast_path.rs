@@ -44,6 +44,7 @@ use crate::http::{self, IfMatch};
 use crate::merge_action;
 use crate::node::{attribute, cells, is_node, result_relations};
 use crate::report::Report;
+use crate::stats::{self, Event};
 use crate::version_column::{self, Mode, VersionColumn, VersionType};
 
 /// What `next_version()` does for one SET list, as the planner hook chose it.
@@ -815,8 +816,14 @@ v1_function! {
                 (Some(SetListMode::Check), Some(supplied)) if version_type.is_newer(supplied, stored) => Some(supplied),
                 _ => None,
             };
+            let relid = args.oid(2).unwrap_or(pg_sys::InvalidOid);
             match accepted {
                 Some(version) => {
+                    // Counted as the trigger counts (src/stats.rs): a row whose version the
+                    // SET list or If-Match states.
+                    if mode == Some(SetListMode::Check) || matches!(if_match, IfMatch::Tags { .. }) {
+                        stats::count(relid, Event::Checked);
+                    }
                     if http {
                         http::send_version(version);
                     }
@@ -836,6 +843,11 @@ v1_function! {
                         (_, None) => Refusal::NullVersion,
                         (_, Some(supplied)) => Refusal::Conflict(supplied),
                     };
+                    match refusal {
+                        Refusal::VersionRequired => stats::count(relid, Event::VersionRequired),
+                        Refusal::Conflict(_) | Refusal::PreconditionFailed => stats::count(relid, Event::Conflict),
+                        Refusal::NullVersion => {}
+                    }
                     Err(refused(args, refusal, stored))
                 }
             }

@@ -18,6 +18,8 @@
 //! - [`merge`]: column-aware conflicts (`conflicts => 'merge'`), the per-row record of when
 //!   each column last changed;
 //! - [`merge_action`]: which MERGE action the trigger fires for;
+//! - [`observe`]: `conflicts => 'observe'`, would-be refusals let through and logged;
+//! - [`stats`]: the conflict counters in shared memory (`rowversion.conflict_stats`);
 //! - [`version_column`]: which column, type and mode a trigger works on, cached per session;
 //! - [`http`]: errors, If-Match and ETag for HTTP layers (`pg_rowversion.error_mapping`);
 //! - [`report`]: raising errors that carry schema, table and column fields.
@@ -39,7 +41,9 @@ mod lease;
 mod merge;
 mod merge_action;
 mod node;
+mod observe;
 mod report;
+mod stats;
 mod table;
 mod trigger;
 mod version_column;
@@ -54,6 +58,7 @@ extension_sql_file!("../sql/checked.sql", name = "checked_functions");
 extension_sql_file!("../sql/diagnostics.sql", name = "diagnostics");
 extension_sql_file!("../sql/leases.sql", name = "leases");
 extension_sql_file!("../sql/fast_path.sql", name = "fast_path");
+extension_sql_file!("../sql/conflict_stats.sql", name = "conflict_stats");
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
@@ -62,6 +67,8 @@ pub extern "C-unwind" fn _PG_init() {
     unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget_relation), pg_sys::Datum::from(0)) };
     fast_path::install(trigger::rowversion_version_trigger);
     http::install();
+    observe::install();
+    stats::install();
 }
 
 /// Relcache invalidation: the table's definition changed (or, for InvalidOid, maybe all did),

@@ -1,4 +1,4 @@
-//! Raising an `ERROR`: the one way every error of the extension leaves it.
+//! Raising an `ERROR` (and logging a report): the one way every error of the extension leaves it.
 //!
 //! Drivers expose `schema_name`, `table_name` and `column_name` of an error (psycopg's
 //! `diag.table_name`, JDBC's `getServerErrorMessage()`), and applications use them to map a
@@ -88,31 +88,18 @@ impl Report {
     /// in `column` must be open or locked by this transaction.
     #[track_caller]
     pub fn raise(self) -> ! {
-        let location = std::panic::Location::caller();
         // `self` is consumed here, so its Strings are freed before the jump.
-        let report = PallocReport::from(self.mapped());
-        let file = palloc_cstring(location.file());
-        // SAFETY: every pointer is a palloc'd NUL-terminated string or NULL (checked); the
-        // relation is locked per this function's contract, so opening it with NoLock is
-        // safe. `errstart` returns true for ERROR, and `errfinish` does not return for ERROR.
-        unsafe {
-            if errstart(pgrx::PgLogLevel::ERROR as c_int, std::ptr::null()) {
-                errcode(report.code);
-                errmsg(c"%s".as_ptr(), report.message);
-                if !report.detail.is_null() {
-                    errdetail(c"%s".as_ptr(), report.detail);
-                }
-                if !report.hint.is_null() {
-                    errhint(c"%s".as_ptr(), report.hint);
-                }
-                if let Some((relid, attnum)) = report.column {
-                    let rel = pg_sys::relation_open(relid, pg_sys::NoLock as pg_sys::LOCKMODE);
-                    errtablecol(rel, c_int::from(attnum));
-                }
-                errfinish(file, location.line() as c_int, c"pg_rowversion".as_ptr());
-            }
-            unreachable!("errfinish returned from an ERROR")
-        }
+        PallocReport::from(self.mapped()).emit(pgrx::PgLogLevel::ERROR, std::panic::Location::caller());
+        unreachable!("errfinish returned from an ERROR")
+    }
+
+    /// Writes the report to the server log at level `LOG`, with its SQLSTATE and its table
+    /// and column fields, and returns (a client sees it only under `client_min_messages =
+    /// log`). Not mapped for HTTP: the log keeps the SQLSTATE. A table named in `column` must
+    /// be open or locked by this transaction.
+    #[track_caller]
+    pub fn log(self) {
+        PallocReport::from(self).emit(pgrx::PgLogLevel::LOG, std::panic::Location::caller());
     }
 }
 
@@ -177,6 +164,35 @@ struct PallocReport {
     detail: *mut c_char,
     hint: *mut c_char,
     column: Option<(pg_sys::Oid, i16)>,
+}
+
+impl PallocReport {
+    /// `ereport(level, ...)` from `location`: for ERROR it does not return.
+    fn emit(self, level: pgrx::PgLogLevel, location: &std::panic::Location) {
+        let file = palloc_cstring(location.file());
+        // SAFETY: every pointer is a palloc'd NUL-terminated string or NULL (checked); the
+        // relation is open or locked by this transaction (the callers' contract), so opening
+        // it with NoLock is safe. `errstart` returns false when nobody would see the report
+        // (never for ERROR); `errfinish` returns below ERROR and jumps out at ERROR.
+        unsafe {
+            if errstart(level as c_int, std::ptr::null()) {
+                errcode(self.code);
+                errmsg(c"%s".as_ptr(), self.message);
+                if !self.detail.is_null() {
+                    errdetail(c"%s".as_ptr(), self.detail);
+                }
+                if !self.hint.is_null() {
+                    errhint(c"%s".as_ptr(), self.hint);
+                }
+                if let Some((relid, attnum)) = self.column {
+                    let rel = pg_sys::relation_open(relid, pg_sys::NoLock as pg_sys::LOCKMODE);
+                    errtablecol(rel, c_int::from(attnum));
+                    pg_sys::relation_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+                }
+                errfinish(file, location.line() as c_int, c"pg_rowversion".as_ptr());
+            }
+        }
+    }
 }
 
 impl From<Report> for PallocReport {

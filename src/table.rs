@@ -57,8 +57,10 @@ pub struct Versioning {
     pub column: String,
     pub attnum: i16,
     pub enabled: bool,
-    /// In merge mode (`conflicts => 'merge'`), the record column.
+    /// In merge and observe mode (`conflicts => 'merge'`, `'observe'`), the record column.
     pub record: Option<String>,
+    /// In observe mode a stale `delete()` is let through (src/observe.rs).
+    pub observing: bool,
 }
 
 /// A primary key column, and `OPERATOR(schema.=)`: the equality operator of the key index's
@@ -211,8 +213,8 @@ fn load(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Result<Table> {
         .select(
             "SELECT t.tgqual,
                     t.tgenabled OPERATOR(pg_catalog.=) 'O' OR t.tgenabled OPERATOR(pg_catalog.=) 'A',
-                    t.tgnargs OPERATOR(pg_catalog.>) 1 AND pg_catalog.split_part(
-                        pg_catalog.encode(t.tgargs, 'escape'), '\\000', 2) OPERATOR(pg_catalog.=) 'merge'
+                    CASE WHEN t.tgnargs OPERATOR(pg_catalog.>) 1 THEN pg_catalog.split_part(
+                        pg_catalog.encode(t.tgargs, 'escape'), '\\000', 2) END
              FROM pg_catalog.pg_trigger t
              WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 AND t.tgqual IS NOT NULL
                AND t.tgfoid OPERATOR(pg_catalog.=) 'rowversion.version_trigger()'::pg_catalog.regprocedure::pg_catalog.oid",
@@ -247,15 +249,16 @@ fn load(client: &SpiClient<'_>, relid: pg_sys::Oid) -> Result<Table> {
         Some(clause) => match column_name(clause.columns[0])? {
             None => None,
             Some(column) => {
-                let merge = trigger.get::<bool>(3)?.unwrap_or(false);
+                let conflicts = trigger.get::<String>(3)?;
                 let record = match clause.record {
-                    Some(attnum) if merge => column_name(attnum)?,
+                    Some(attnum) if matches!(conflicts.as_deref(), Some("merge" | "observe")) => column_name(attnum)?,
                     _ => None,
                 };
                 Some(Versioning {
                     column,
                     attnum: clause.columns[0],
                     enabled: trigger.get::<bool>(2)?.unwrap_or(false),
+                    observing: record.is_some() && conflicts.as_deref() == Some("observe"),
                     record,
                 })
             }
@@ -341,7 +344,8 @@ pub fn not_a_table(relkind: &str, system: bool) -> Option<&'static str> {
 }
 
 impl Table {
-    /// Whether the table is in merge mode (`conflicts => 'merge'`).
+    /// Whether the table keeps the record of merge mode (`conflicts => 'merge'` or
+    /// `'observe'`), where the trigger decides a stale version.
     pub fn merging(&self) -> bool {
         self.versioning.as_ref().is_some_and(|v| v.record.is_some())
     }
@@ -406,10 +410,19 @@ impl Table {
                     vec![jsonb, jsonb, int8],
                 )
             }
-            Statement::Delete => (
-                format!("DELETE FROM {only}{t} AS t WHERE {keys} AND t.{v} OPERATOR(pg_catalog.=) $2 RETURNING 1"),
-                vec![jsonb, int8],
-            ),
+            // In observe mode a stale version is let through: the row's version and its key as a
+            // row of the table's type come back for the log (src/observe.rs).
+            Statement::Delete => {
+                let observing = self.versioning.as_ref().is_some_and(|v| v.observing);
+                let check = if observing { String::new() } else { format!(" AND t.{v} OPERATOR(pg_catalog.=) $2") };
+                (
+                    format!(
+                        "DELETE FROM {only}{t} AS t WHERE {keys}{check}
+                         RETURNING t.{v}::pg_catalog.int8, pg_catalog.jsonb_populate_record(NULL::{t}, $1)"
+                    ),
+                    vec![jsonb, int8],
+                )
+            }
             Statement::Probe => (
                 format!(
                     "SELECT t.{v}::pg_catalog.int8, pg_catalog.jsonb_populate_record(NULL::{t}, $1)

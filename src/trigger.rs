@@ -17,8 +17,10 @@ use crate::contract::{self, ContractError, Mismatch};
 use crate::http::{self, IfMatch};
 use crate::merge::{self, RowChange};
 use crate::merge_action;
+use crate::observe;
 use crate::report::Report;
-use crate::version_column::{self, Mode, VersionColumn};
+use crate::stats::{self, Event};
+use crate::version_column::{self, Conflicts, Mode, VersionColumn};
 
 /// The error of the trigger itself; the contract's errors are [`ContractError`]s.
 #[derive(Debug, thiserror::Error)]
@@ -111,14 +113,18 @@ unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> R
 
         // A MERGE's running action's own SET list, not the union of every action's.
         let updated = merge_action::columns((*data).tg_trigger).unwrap_or((*data).tg_updatedcols);
+        let relid = (*rel).rd_id;
         // Behind an HTTP layer, the request's If-Match is a precondition, and states the
-        // version for an UPDATE that does not.
+        // version for an UPDATE that does not. It is the request's own condition: observe mode
+        // does not relax it.
         let if_match = http::if_match();
         if !if_match.matches(stored) {
+            stats::count(relid, Event::Conflict);
             return Err(contract::mismatch(rel, column.attnum, stored_row, stored, Mismatch::IfMatch));
         }
-        // In merge mode, the record of when each column last changed, and what this UPDATE
-        // changes (src/merge.rs): read only once the UPDATE is to move the version.
+        let if_match_states = matches!(if_match, IfMatch::Tags { .. });
+        // In merge and observe mode, the record of when each column last changed, and what
+        // this UPDATE changes (src/merge.rs): read only once the UPDATE is to move the version.
         let row_change =
             || column.merge.as_ref().map(|layout| RowChange::new(layout, tupdesc, stored_row, new_row, stored));
         if !names_column(updated, column.attnum) {
@@ -127,11 +133,20 @@ unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> R
                 http::send_version(stored);
                 return Ok(new_row);
             }
-            if column.mode == Mode::Strict && !matches!(if_match, IfMatch::Tags { .. }) {
-                return Err(contract::report(rel, column.attnum, |table, name| ContractError::VersionRequired {
+            let version_required = || {
+                contract::report(rel, column.attnum, |table, name| ContractError::VersionRequired {
                     table,
                     column: name,
-                }));
+                })
+            };
+            if if_match_states {
+                stats::count(relid, Event::Checked);
+            } else if column.mode == Mode::Strict && column.conflicts == Conflicts::Observe {
+                stats::count(relid, Event::ObservedUnversioned);
+                observe::let_through(None, version_required);
+            } else if column.mode == Mode::Strict {
+                stats::count(relid, Event::VersionRequired);
+                return Err(version_required());
             }
             http::send_version(next);
             return Ok(with_version(new_row, tupdesc, column, next, row_change().map(|mut c| c.record(next, 1))));
@@ -143,6 +158,7 @@ unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> R
             })),
             // The version the writer read: the check passes, the version moves on.
             Some(supplied) if supplied == stored => {
+                stats::count(relid, Event::Checked);
                 http::send_version(next);
                 Ok(with_version(new_row, tupdesc, column, next, row_change().map(|mut c| c.record(next, 1))))
             }
@@ -150,6 +166,7 @@ unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> R
             // own next version: ORMs send `SET version = read + 1 WHERE id = ? AND version =
             // read` (or a time-based number) and their WHERE clause did the check. Kept as is.
             Some(supplied) if column.version_type.is_newer(supplied, stored) => {
+                stats::count(relid, Event::Checked);
                 http::send_version(supplied);
                 Ok(match row_change() {
                     None => new_row,
@@ -160,23 +177,37 @@ unsafe fn on_update(data: *mut pg_sys::TriggerData, column: &VersionColumn) -> R
                 })
             }
             // A stale version: refused, unless in merge mode none of the columns the UPDATE
-            // changes changed after the version it states.
+            // changes changed after the version it states, or in observe mode.
             Some(supplied) => match row_change() {
                 Some(mut change) => {
                     let distance = column.version_type.distance(supplied, stored);
-                    if change.changed_since(distance).next().is_none() {
-                        http::send_version(next);
-                        return Ok(with_version(new_row, tupdesc, column, next, Some(change.record(next, 1))));
+                    let mergeable = change.changed_since(distance).next().is_none();
+                    let conflict = |change: &RowChange| {
+                        let columns = change.changed_columns(distance, (*tupdesc).natts as i16);
+                        contract::merge_conflict(rel, column.attnum, stored_row, stored, supplied, columns)
+                    };
+                    match column.conflicts {
+                        Conflicts::Merge if mergeable => stats::count(relid, Event::Merged),
+                        Conflicts::Observe => {
+                            stats::count(relid, Event::ObservedStale { mergeable });
+                            observe::let_through(Some(mergeable), || conflict(&change));
+                        }
+                        // A checked function that reports conflicts instead of raising them
+                        // (try_update): the row is skipped, and the function says why (and
+                        // counts it).
+                        _ if merge::skips_conflicts(rel) => return Ok(std::ptr::null_mut()),
+                        _ => {
+                            stats::count(relid, Event::Conflict);
+                            return Err(conflict(&change));
+                        }
                     }
-                    // A checked function that reports conflicts instead of raising them
-                    // (try_update): the row is skipped, and the function says why.
-                    if merge::skips_conflicts(rel) {
-                        return Ok(std::ptr::null_mut());
-                    }
-                    let columns = change.changed_columns(distance, (*tupdesc).natts as i16);
-                    Err(contract::merge_conflict(rel, column.attnum, stored_row, stored, supplied, columns))
+                    http::send_version(next);
+                    Ok(with_version(new_row, tupdesc, column, next, Some(change.record(next, 1))))
                 }
-                None => Err(contract::mismatch(rel, column.attnum, stored_row, stored, Mismatch::Supplied(supplied))),
+                None => {
+                    stats::count(relid, Event::Conflict);
+                    Err(contract::mismatch(rel, column.attnum, stored_row, stored, Mismatch::Supplied(supplied)))
+                }
             },
         }
     }

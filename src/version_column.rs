@@ -8,9 +8,9 @@
 //! their current names, and `DROP COLUMN` is refused while the table is versioned (call
 //! `enable()` again without the column first). Trigger arguments, by contrast, are frozen text.
 //!
-//! With `conflicts => 'merge'` the trigger has a second argument, `merge`, and the clause also
-//! names the record column (`NEW.rowversion_changes IS NOT NULL`) and each merge group
-//! (`ROW(NEW.street, NEW.city) IS NULL`): see [`MergeLayout`] and `src/merge.rs`.
+//! With `conflicts => 'merge'` or `'observe'` the trigger has a second argument, the mode, and
+//! the clause also names the record column (`NEW.rowversion_changes IS NOT NULL`) and each
+//! merge group (`ROW(NEW.street, NEW.city) IS NULL`): see [`MergeLayout`] and `src/merge.rs`.
 //!
 //! Reading the clause costs a `stringToNode`, so the result is kept per trigger for the
 //! session and forgotten when the table's relcache entry is invalidated (any `ALTER TABLE`,
@@ -151,7 +151,8 @@ pub struct VersionColumn {
     pub version_type: VersionType,
     pub mode: Mode,
     pub ignored: IgnoredColumns,
-    /// `Some` for a table in `merge` mode.
+    pub conflicts: Conflicts,
+    /// `Some` for a table in `merge` or `observe` mode, which keep the per-row record.
     pub merge: Option<MergeLayout>,
 }
 
@@ -162,6 +163,8 @@ pub enum Conflicts {
     Reject,
     /// Accepted when none of the columns it changes changed since the version it states.
     Merge,
+    /// Accepted, counted and logged, with whether `Merge` would have accepted it.
+    Observe,
 }
 
 impl Conflicts {
@@ -169,6 +172,7 @@ impl Conflicts {
         match text {
             "reject" => Some(Self::Reject),
             "merge" => Some(Self::Merge),
+            "observe" => Some(Self::Observe),
             _ => None,
         }
     }
@@ -177,6 +181,7 @@ impl Conflicts {
         match self {
             Self::Reject => "reject",
             Self::Merge => "merge",
+            Self::Observe => "observe",
         }
     }
 }
@@ -432,15 +437,17 @@ unsafe fn resolve(rel: pg_sys::Relation, trigger: *const pg_sys::Trigger) -> Res
         add_generated_columns(tupdesc, &mut ignored);
         let merge = match (conflicts, clause.record) {
             (Conflicts::Reject, _) => None,
-            (Conflicts::Merge, Some(record)) => Some(merge_layout(tupdesc, attnum, record, &ignored, &clause.groups)),
-            (Conflicts::Merge, None) => return Err(not_from_enable()),
+            (Conflicts::Merge | Conflicts::Observe, Some(record)) => {
+                Some(merge_layout(tupdesc, attnum, record, &ignored, &clause.groups))
+            }
+            (Conflicts::Merge | Conflicts::Observe, None) => return Err(not_from_enable()),
         };
         let attribute = *attribute(tupdesc, attnum);
         let version_type = VersionType::from_oid(attribute.atttypid).ok_or_else(|| ContractError::UnsupportedType {
             column: encoding::cstr_from_server_lossy(attribute.attname.data.as_ptr()),
             type_name: type_name(attribute.atttypid),
         })?;
-        Ok(VersionColumn { relid: (*rel).rd_id, attnum, version_type, mode, ignored, merge })
+        Ok(VersionColumn { relid: (*rel).rd_id, attnum, version_type, mode, ignored, conflicts, merge })
     }
 }
 

@@ -258,13 +258,13 @@ SELECT rowversion.enable('products', conflicts => 'merge', merge_groups => '["st
 SELECT rowversion.enable('products', conflicts => 'merge', merge_groups => '{"street": "city"}');
 SELECT rowversion.enable('products', conflicts => 'merge', merge_groups => '[["street", 1]]');
 SELECT rowversion.enable('products', conflicts => 'merge', merge_groups => '[["nope"]]');
-SELECT rowversion.enable('products', conflicts => 'observe');
+SELECT rowversion.enable('products', conflicts => 'overwrite');
 -- Their SQLSTATEs.
 SELECT left(outcome(format('SELECT rowversion.enable(%L, conflicts => %L, merge_groups => %L)',
                            'products', conflicts, groups)), 5) AS sqlstate, conflicts, groups
 FROM (VALUES ('reject', '[["street"]]'), ('merge', '[["version"]]'), ('merge', '[["street", "street"]]'),
              ('merge', '[["total"]]'), ('merge', '[1]'), ('merge', '[["nope"]]'),
-             ('observe', '[]')) v(conflicts, groups);
+             ('overwrite', '[]')) v(conflicts, groups);
 -- None of them left anything behind.
 SELECT count(*) FROM rowversion.tables WHERE rel = 'products'::regclass;
 SELECT count(*) FROM pg_attribute WHERE attrelid = 'products'::regclass AND attname = 'rowversion_changes';

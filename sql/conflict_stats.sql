@@ -1,0 +1,45 @@
+-- Conflict counters (src/stats.rs): per table of this database, since the server started or
+-- the last reset; kept in shared memory, so they need pg_rowversion in
+-- shared_preload_libraries (otherwise reading them raises 55000). Not transactional: a
+-- refused UPDATE aborts its transaction but is counted.
+CREATE FUNCTION rowversion.conflict_counts(
+    OUT relid oid,
+    OUT checked bigint,
+    OUT conflicts bigint,
+    OUT merged bigint,
+    OUT observed bigint,
+    OUT observed_mergeable bigint,
+    OUT version_required bigint,
+    OUT last_conflict timestamptz,
+    OUT stats_reset timestamptz
+) RETURNS SETOF record
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'rowversion_conflict_counts';
+
+COMMENT ON FUNCTION rowversion.conflict_counts() IS
+'The conflict counters of every table of this database counted since the server started, dropped tables included: read rowversion.conflict_stats instead';
+
+-- A role sees the tables it holds a privilege on (or all, as a member of pg_read_all_stats):
+-- counts only, no key or version.
+CREATE VIEW rowversion.conflict_stats AS
+SELECT s.relid::pg_catalog.regclass AS rel,
+       s.checked, s.conflicts, s.merged, s.observed, s.observed_mergeable, s.version_required,
+       s.last_conflict, s.stats_reset
+FROM rowversion.conflict_counts() s
+JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.relid
+WHERE pg_catalog.has_any_column_privilege(c.oid, 'SELECT, INSERT, UPDATE, REFERENCES')
+   OR pg_catalog.pg_has_role('pg_read_all_stats', 'MEMBER');
+
+COMMENT ON VIEW rowversion.conflict_stats IS
+'Per table: rows written with a stated version (checked), stale ones refused (conflicts), accepted by merge (merged), let through by observe mode (observed, of which merge would have accepted observed_mergeable), strict-mode refusals (version_required), the last of those, and when counting began or was reset';
+
+GRANT SELECT ON rowversion.conflict_stats TO PUBLIC;
+
+CREATE FUNCTION rowversion.conflict_stats_reset(rel regclass DEFAULT NULL) RETURNS void
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'rowversion_conflict_stats_reset';
+
+COMMENT ON FUNCTION rowversion.conflict_stats_reset(regclass) IS
+'Zeroes the conflict counters of a table, or of every table of this database (NULL); like pg_stat_reset(), superuser only unless granted';
+
+REVOKE EXECUTE ON FUNCTION rowversion.conflict_stats_reset(regclass) FROM PUBLIC;

@@ -1,0 +1,330 @@
+//! Conflict counters: `rowversion.conflict_stats` and `rowversion.conflict_stats_reset()`.
+//!
+//! A rejected UPDATE aborts its transaction, so no table can count conflicts; the counters live
+//! in shared memory instead, outside any transaction: a conflict is counted when it is raised,
+//! whether or not its transaction commits. Shared memory is reserved only while
+//! `shared_preload_libraries` loads the library; loaded any other way, nothing is counted and
+//! reading or resetting the counters raises `55000` (an empty view would read as "no
+//! conflicts", the one answer that must never be wrong).
+//!
+//! One slot per table and database, in a fixed array sized by `pg_rowversion.conflict_stats_max`
+//! at server start and addressed by open addressing on `(database, table)`: a slot is claimed
+//! with one compare-and-swap of its key and never given back (its counters are zeroed by a
+//! reset), so a writer finds its table's slot without a lock, and counting is one atomic add on
+//! the table's own slot (128 bytes, aligned to cache lines: tables do not share one). Counters
+//! are lost when the server stops.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use pgrx::pg_sys;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PgSqlErrorCode};
+
+use crate::fmgr::v1_function;
+use crate::report::Report;
+
+/// What the trigger, the fast path and the checked functions count, per row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A row written with a stated version (SET list or If-Match): the current one or newer.
+    Checked,
+    /// A row refused for a stale version or a failed If-Match (40001; try_update's `false`).
+    Conflict,
+    /// A stale version accepted by `conflicts => 'merge'`.
+    Merged,
+    /// A stale version let through by `conflicts => 'observe'`; `mergeable`: `merge` would
+    /// have accepted it.
+    ObservedStale { mergeable: bool },
+    /// An UPDATE without a version let through by `conflicts => 'observe'` in strict mode.
+    ObservedUnversioned,
+    /// An UPDATE without a version refused in strict mode.
+    VersionRequired,
+}
+
+/// The counters of a slot, in the view's column order.
+const CHECKED: usize = 0;
+const CONFLICTS: usize = 1;
+const MERGED: usize = 2;
+const OBSERVED: usize = 3;
+const OBSERVED_MERGEABLE: usize = 4;
+const VERSION_REQUIRED: usize = 5;
+const COUNTERS: usize = 6;
+
+/// One table of one database. Two cache lines, so that writers of two tables never contend.
+#[repr(C, align(128))]
+struct Slot {
+    /// `database << 32 | table`; 0 while free.
+    key: AtomicU64,
+    counts: [AtomicU64; COUNTERS],
+    /// `TimestampTz`s, 0 for none.
+    last_conflict: AtomicI64,
+    stats_reset: AtomicI64,
+}
+
+/// How far a lookup probes from a key's home slot before it counts the array as full: the
+/// array has twice `conflict_stats_max` slots, so a run this long is all but impossible before
+/// it is full, and a full array costs a bounded probe per row, not a scan.
+const PROBES: usize = 32;
+
+/// `pg_rowversion.conflict_stats_max`: the tables (of all databases) whose conflicts are counted.
+static CONFLICT_STATS_MAX: GucSetting<i32> = GucSetting::<i32>::new(1000);
+
+/// `pg_rowversion.count_conflicts`: off counts nothing (bench/ measures what counting costs
+/// with it).
+static COUNT_CONFLICTS: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// The slots, set up by the shared-memory startup hook; NULL when not preloaded.
+static mut SLOTS: *mut Slot = std::ptr::null_mut();
+static mut SLOT_COUNT: usize = 0;
+static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
+static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
+/// Whether this backend has said, once, that a table did not fit.
+static mut FULL_LOGGED: bool = false;
+
+/// Defines the setting and, under `shared_preload_libraries`, reserves the slots (from
+/// `_PG_init`).
+pub fn install() {
+    GucRegistry::define_bool_guc(
+        c"pg_rowversion.count_conflicts",
+        c"Counts version conflicts in rowversion.conflict_stats.",
+        c"On (the default) when pg_rowversion is in shared_preload_libraries; off counts nothing, in the sessions it applies to.",
+        &COUNT_CONFLICTS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    // SAFETY: _PG_init runs once per process, before shared memory is set up when preloading;
+    // the previous hooks are kept and called.
+    unsafe {
+        // A setting that takes a restart can only be defined while preloading (Postgres
+        // refuses it later, FATAL), as pg_stat_statements' are.
+        if !pg_sys::process_shared_preload_libraries_in_progress {
+            return;
+        }
+        GucRegistry::define_int_guc(
+            c"pg_rowversion.conflict_stats_max",
+            c"Tables whose version conflicts are counted in rowversion.conflict_stats (all databases).",
+            c"Shared memory for the counters is reserved at server start (256 bytes per table) when pg_rowversion is in shared_preload_libraries; conflicts on tables beyond this number are not counted, and the server log says so.",
+            &CONFLICT_STATS_MAX,
+            1,
+            1_000_000,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+        PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
+        pg_sys::shmem_request_hook = Some(request_shared_memory);
+        PREV_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
+        pg_sys::shmem_startup_hook = Some(attach_shared_memory);
+    }
+}
+
+fn slot_count() -> usize {
+    2 * CONFLICT_STATS_MAX.get() as usize
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn request_shared_memory() {
+    // SAFETY: called by the postmaster while it sizes shared memory.
+    unsafe {
+        if let Some(previous) = PREV_SHMEM_REQUEST {
+            previous();
+        }
+        pg_sys::RequestAddinShmemSpace(slot_count() * size_of::<Slot>() + size_of::<Slot>());
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn attach_shared_memory() {
+    // SAFETY: called once in the postmaster (and in every backend under EXEC_BACKEND) after
+    // shared memory exists; `AddinShmemInitLock` (MainLWLockArray[21], lwlocknames.txt)
+    // serialises the first initialisation. The struct is over-allocated by one slot so that
+    // it can be aligned to a slot.
+    unsafe {
+        if let Some(previous) = PREV_SHMEM_STARTUP {
+            previous();
+        }
+        let count = slot_count();
+        let lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
+        pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let mut found = false;
+        let size = count * size_of::<Slot>() + size_of::<Slot>();
+        let base = pg_sys::ShmemInitStruct(c"pg_rowversion conflict counters".as_ptr(), size, &mut found) as *mut u8;
+        let slots = base.add(base.align_offset(align_of::<Slot>())) as *mut Slot;
+        if !found {
+            std::ptr::write_bytes(slots, 0, count);
+        }
+        SLOTS = slots;
+        SLOT_COUNT = count;
+        pg_sys::LWLockRelease(lock);
+    }
+}
+
+/// The slots, if the library was preloaded.
+fn slots() -> Option<&'static [Slot]> {
+    // SAFETY: set once at startup to `SLOT_COUNT` zero-initialised slots in shared memory,
+    // which lives as long as the process; every field is an atomic.
+    unsafe {
+        let slots = SLOTS;
+        (!slots.is_null()).then(|| std::slice::from_raw_parts(slots, SLOT_COUNT))
+    }
+}
+
+fn key(relid: pg_sys::Oid) -> u64 {
+    // SAFETY: MyDatabaseId is set for the life of a backend connected to a database.
+    let database = unsafe { pg_sys::MyDatabaseId };
+    u64::from(u32::from(database)) << 32 | u64::from(u32::from(relid))
+}
+
+/// The slot of `key`; with `claim`, a free one is taken for it.
+fn slot(slots: &'static [Slot], key: u64, claim: bool) -> Option<&'static Slot> {
+    let home = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % slots.len();
+    for probe in 0..PROBES.min(slots.len()) {
+        let slot = &slots[(home + probe) % slots.len()];
+        match slot.key.load(Ordering::Acquire) {
+            found if found == key => return Some(slot),
+            0 if claim => match slot.key.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    // SAFETY: a plain clock read.
+                    slot.stats_reset.store(unsafe { pg_sys::GetCurrentTimestamp() }, Ordering::Relaxed);
+                    return Some(slot);
+                }
+                Err(found) if found == key => return Some(slot),
+                Err(_) => {}
+            },
+            0 => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Counts `event` on table `relid` of the current database; nothing when not preloaded.
+pub fn count(relid: pg_sys::Oid, event: Event) {
+    let Some(slots) = slots().filter(|_| COUNT_CONFLICTS.get()) else { return };
+    let Some(slot) = slot(slots, key(relid), true) else {
+        // SAFETY: a backend-local flag; the message is a LOG line, which returns.
+        unsafe {
+            if !FULL_LOGGED {
+                FULL_LOGGED = true;
+                pgrx::log!(
+                    "pg_rowversion: conflicts on table {} are not counted: pg_rowversion.conflict_stats_max ({}) tables are counted already",
+                    u32::from(relid),
+                    CONFLICT_STATS_MAX.get()
+                );
+            }
+        }
+        return;
+    };
+    let add = |counter: usize| slot.counts[counter].fetch_add(1, Ordering::Relaxed);
+    match event {
+        Event::Checked => {
+            add(CHECKED);
+            return;
+        }
+        Event::Merged => {
+            add(CHECKED);
+            add(MERGED);
+            return;
+        }
+        Event::Conflict => {
+            add(CHECKED);
+            add(CONFLICTS);
+        }
+        Event::ObservedStale { mergeable } => {
+            add(CHECKED);
+            add(OBSERVED);
+            if mergeable {
+                add(OBSERVED_MERGEABLE);
+            }
+        }
+        Event::ObservedUnversioned => {
+            add(OBSERVED);
+        }
+        Event::VersionRequired => {
+            add(VERSION_REQUIRED);
+        }
+    }
+    // SAFETY: a plain clock read.
+    slot.last_conflict.store(unsafe { pg_sys::GetCurrentTimestamp() }, Ordering::Relaxed);
+}
+
+/// The errors of the counters' functions.
+#[derive(Debug, thiserror::Error)]
+pub enum StatsError {
+    #[error("conflict counters need pg_rowversion in shared_preload_libraries")]
+    NotPreloaded,
+}
+
+impl From<StatsError> for Report {
+    fn from(error: StatsError) -> Self {
+        match error {
+            StatsError::NotPreloaded => Report::new(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                error.to_string(),
+                Some(
+                    "The counters live in shared memory, which is reserved only when the library is preloaded.".into(),
+                ),
+                Some("Add pg_rowversion to shared_preload_libraries and restart the server.".into()),
+            ),
+        }
+    }
+}
+
+fn timestamp(value: i64) -> (pg_sys::Datum, bool) {
+    (pg_sys::Datum::from(value), value == 0)
+}
+
+v1_function! {
+    /// `rowversion.conflict_counts()`: the counters of the current database's tables, one row per
+    /// table counted since the server started (a table dropped since included), for the
+    /// `rowversion.conflict_stats` view. Returns its rows in materialize mode.
+    pg_finfo_rowversion_conflict_counts,
+    declared ["conflict_counts() -> SETOF (oid, bigint, bigint, bigint, bigint, bigint, bigint, timestamp with time zone, timestamp with time zone)"],
+    fn rowversion_conflict_counts(args) -> StatsError {
+        let slots = slots().ok_or(StatsError::NotPreloaded)?;
+        // SAFETY: MyDatabaseId is the backend's database; the rows go to the tuplestore
+        // InitMaterializedSRF sets up, with the declared result type.
+        unsafe {
+            let database = u64::from(u32::from(pg_sys::MyDatabaseId));
+            pg_sys::InitMaterializedSRF(args.fcinfo(), 0);
+            let result = (*args.fcinfo()).resultinfo as *mut pg_sys::ReturnSetInfo;
+            for slot in slots {
+                let key = slot.key.load(Ordering::Acquire);
+                if key == 0 || key >> 32 != database {
+                    continue;
+                }
+                let mut values = [pg_sys::Datum::from(0); 3 + COUNTERS];
+                let mut nulls = [false; 3 + COUNTERS];
+                values[0] = pg_sys::Datum::from(key as u32);
+                for (i, counter) in slot.counts.iter().enumerate() {
+                    values[1 + i] = pg_sys::Datum::from(counter.load(Ordering::Relaxed) as i64);
+                }
+                (values[1 + COUNTERS], nulls[1 + COUNTERS]) = timestamp(slot.last_conflict.load(Ordering::Relaxed));
+                (values[2 + COUNTERS], nulls[2 + COUNTERS]) = timestamp(slot.stats_reset.load(Ordering::Relaxed));
+                pg_sys::tuplestore_putvalues((*result).setResult, (*result).setDesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            }
+        }
+        Ok(Some(pg_sys::Datum::from(0)))
+    }
+}
+
+v1_function! {
+    /// `rowversion.conflict_stats_reset(rel regclass DEFAULT NULL) RETURNS void`: zeroes the
+    /// counters of `rel`, or of every table of the current database (NULL). EXECUTE is revoked
+    /// from PUBLIC, as for `pg_stat_reset()`.
+    pg_finfo_rowversion_conflict_stats_reset,
+    declared ["conflict_stats_reset(regclass) -> void"],
+    fn rowversion_conflict_stats_reset(args) -> StatsError {
+        let slots = slots().ok_or(StatsError::NotPreloaded)?;
+        // SAFETY: a plain clock read; MyDatabaseId is the backend's database.
+        let (now, database) = unsafe { (pg_sys::GetCurrentTimestamp(), u64::from(u32::from(pg_sys::MyDatabaseId))) };
+        let reset = |slot: &Slot| {
+            slot.counts.iter().for_each(|counter| counter.store(0, Ordering::Relaxed));
+            slot.last_conflict.store(0, Ordering::Relaxed);
+            slot.stats_reset.store(now, Ordering::Relaxed);
+        };
+        match args.oid(0) {
+            Some(relid) => slot(slots, key(relid), false).into_iter().for_each(reset),
+            None => slots.iter().filter(|slot| slot.key.load(Ordering::Acquire) >> 32 == database).for_each(reset),
+        }
+        Ok(Some(pg_sys::Datum::from(0)))
+    }
+}
