@@ -817,12 +817,17 @@ v1_function! {
                 _ => None,
             };
             let relid = args.oid(2).unwrap_or(pg_sys::InvalidOid);
+            // Counted as the trigger counts (src/stats.rs), once per row: a row's check
+            // repeated by EvalPlanQual is not counted again.
+            if !in_recheck((*fcinfo).flinfo) {
+                ROW_COUNTED = false;
+            }
             match accepted {
                 Some(version) => {
-                    // Counted as the trigger counts (src/stats.rs): a row whose version the
-                    // SET list or If-Match states.
-                    if mode == Some(SetListMode::Check) || matches!(if_match, IfMatch::Tags { .. }) {
+                    // A row whose version the SET list or If-Match states.
+                    if (mode == Some(SetListMode::Check) || matches!(if_match, IfMatch::Tags { .. })) && !ROW_COUNTED {
                         stats::count(relid, Event::Checked);
+                        ROW_COUNTED = true;
                     }
                     if http {
                         http::send_version(version);
@@ -845,6 +850,9 @@ v1_function! {
                     };
                     match refusal {
                         Refusal::VersionRequired => stats::count(relid, Event::VersionRequired),
+                        Refusal::Conflict(_) | Refusal::PreconditionFailed if ROW_COUNTED => {
+                            stats::count(relid, Event::ConflictOnRecheck)
+                        }
                         Refusal::Conflict(_) | Refusal::PreconditionFailed => stats::count(relid, Event::Conflict),
                         Refusal::NullVersion => {}
                     }
@@ -852,6 +860,39 @@ v1_function! {
                 }
             }
         }
+    }
+}
+
+/// Whether the row being checked was counted as checked already: its first check was, and
+/// EvalPlanQual now checks the row's newest version again (under READ COMMITTED, after waiting
+/// for a concurrent writer). Backend-local; a re-check follows its row's first check.
+static mut ROW_COUNTED: bool = false;
+
+/// Whether a `next_version()` call is an EvalPlanQual re-check: its expression belongs to the
+/// plan EvalPlanQual starts for re-checking rows, whose executor state (`fn_mcxt`, an
+/// "ExecutorState" memory context) is created inside the statement's own (execMain.c,
+/// EvalPlanQualStart); a statement's executor state never is. Decided on a call's first row
+/// and kept in `fn_extra` (a byte: 1 re-check, 2 not).
+///
+/// # Safety
+/// `flinfo` must be the FmgrInfo of the current call.
+unsafe fn in_recheck(flinfo: *mut pg_sys::FmgrInfo) -> bool {
+    // SAFETY: `fn_mcxt` and its parent are valid memory contexts whose names are C strings;
+    // `fn_extra` is this function's, allocated in `fn_mcxt`, which outlives the call.
+    unsafe {
+        let cached = (*flinfo).fn_extra as *const u8;
+        if !cached.is_null() {
+            return *cached == 1;
+        }
+        let executor_state = |context: pg_sys::MemoryContext| {
+            !context.is_null() && std::ffi::CStr::from_ptr((*context).name) == c"ExecutorState"
+        };
+        let context = (*flinfo).fn_mcxt;
+        let recheck = executor_state(context) && executor_state((*context).parent);
+        let extra = pg_sys::MemoryContextAlloc(context, 1) as *mut u8;
+        *extra = if recheck { 1 } else { 2 };
+        (*flinfo).fn_extra = extra.cast();
+        recheck
     }
 }
 

@@ -29,6 +29,9 @@ pub enum Event {
     Checked,
     /// A row refused for a stale version or a failed If-Match (40001; try_update's `false`).
     Conflict,
+    /// A conflict found when EvalPlanQual checks again (the planner fast path, under READ
+    /// COMMITTED) a row whose first check counted it as checked already.
+    ConflictOnRecheck,
     /// A stale version accepted by `conflicts => 'merge'`.
     Merged,
     /// A stale version let through by `conflicts => 'observe'`; `mergeable`: `merge` would
@@ -226,6 +229,9 @@ pub fn count(relid: pg_sys::Oid, event: Event) {
         }
         Event::Conflict => {
             add(CHECKED);
+            add(CONFLICTS);
+        }
+        Event::ConflictOnRecheck => {
             add(CONFLICTS);
         }
         Event::ObservedStale { mergeable } => {
