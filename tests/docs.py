@@ -20,6 +20,9 @@ Without pages: README.md and docs/*.md. The convention (also in tests/README.md)
   'Lock'`); it fails if the block finished instead, or if no wait shows within
   --wait-timeout seconds. The session's next block first waits (up to --timeout) for the
   blocked statement to finish, so release it in a block before (a COMMIT of the holder).
+- ```sql preloaded runs only on a server that has pg_rowversion in shared_preload_libraries
+  (conflict counters, which need shared memory); elsewhere it and its output block are
+  skipped. Its output is compared like a plain block's.
 - ```sql norun (any other word after `sql` in the info string, `norun` by convention) and
   blocks of any other language never run: shell commands, HTTP, client code, and examples
   whose output cannot be reproduced. A ```text block after a norun block is an illustration
@@ -66,6 +69,9 @@ MAIN = "psql"  # the application_name of a page's main session
 
 
 class Block:
+    # Whether the server preloads pg_rowversion (set by main()): `sql preloaded` blocks run.
+    preloaded_server = False
+
     def __init__(self, lang, flags, start, end, lines):
         self.lang, self.flags = lang, flags
         self.start, self.end = start, end  # 1-based line numbers of the opening and closing fences
@@ -77,7 +83,8 @@ class Block:
         self.session = named.group(1) if named else None
         self.waits = bool(named) and words[1:] == ["waits"]
         in_session = bool(named) and words[1:] in ([], ["waits"]) and self.session != MAIN
-        self.runs = lang == "sql" and (not words or in_session)
+        self.preloaded = words == ["preloaded"]
+        self.runs = lang == "sql" and (not words or in_session or (self.preloaded and Block.preloaded_server))
 
 
 def parse(text):
@@ -256,7 +263,7 @@ def run_page(args, page):
     name = os.path.relpath(page, REPO)
     parsed = parse(text)
     blocks = [block for block in parsed if block.runs]
-    misplaced = [block for block in parsed if block.lang == "sql" and not block.runs
+    misplaced = [block for block in parsed if block.lang == "sql" and not block.runs and not block.preloaded
                  and re.search(r"(^|\s)(session=|waits\b)", block.flags)]
     misplaced += [block for block in blocks if block.session and block.output]
     if misplaced:
@@ -387,6 +394,8 @@ def main():
     parser.add_argument("pages", nargs="*", type=Path)
     args = parser.parse_args()
     pages = args.pages or [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    preload = psql(args, ["-At", "-c", "SHOW shared_preload_libraries"], "postgres")
+    Block.preloaded_server = "pg_rowversion" in preload.stdout
     results = [run_page(args, page.resolve()) for page in pages]
     linked = pages if args.pages else pages + [REPO / name for name in LINKED_ONLY]
     for page in linked:
