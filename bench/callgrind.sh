@@ -6,8 +6,9 @@
 #    the row lock that machinery takes (heap_lock_tuple) and the versioning function itself:
 #    the trigger (in reject and in merge mode), or rowversion.next_version() on the planner
 #    fast path (library preloaded).
-# 2. Per call of a single-row checked update: the hand-written prepared UPDATE against
-#    SELECT rowversion.update(...), with where the difference goes. Each is run for N and for
+# 2. Per call of a single-row checked update: the hand-written prepared UPDATE (on the planner
+#    fast path, with and without the conflict counters) against SELECT rowversion.update(...),
+#    with where the difference goes. Each is run for N and for
 #    2N calls and the difference divided by N, so backend start-up and the first calls'
 #    catalog lookups cancel out.
 # Each run is a single-user backend under valgrind.
@@ -57,7 +58,7 @@ for v in "${variants[@]}"; do
 done
 # Per call: one table per variant, 3N rows at version 1 (the N-call run takes rows 1..N, the
 # 2N-call run rows N+1..3N, so every call updates a row once).
-for v in hand function; do
+for v in hand uncounted function; do
     psql_work -c "CREATE TABLE c_$v (id int PRIMARY KEY, balance bigint NOT NULL)" \
         -c "SELECT rowversion.enable('c_$v')" \
         -c "INSERT INTO c_$v SELECT g, 0 FROM generate_series(1, $((3 * calls))) g" -c "VACUUM (ANALYZE) c_$v" >/dev/null
@@ -99,6 +100,8 @@ done
 # (each its own transaction), as pgbench -M prepared sends bench.py's statements.
 declare -A prepare
 prepare[hand]="PREPARE p(int, bigint, bigint) AS UPDATE c_hand SET balance = \$3, version = \$2 WHERE id = \$1 AND version = \$2"
+# The same UPDATE with the conflict counters off: what counting costs per call.
+prepare[uncounted]="PREPARE p(int, bigint, bigint) AS UPDATE c_uncounted SET balance = \$3, version = \$2 WHERE id = \$1 AND version = \$2"
 prepare[function]="PREPARE p(int, bigint, bigint) AS SELECT rowversion.update('c_function', jsonb_build_object('id', \$1), \$2, jsonb_build_object('balance', \$3))"
 statements() { echo "${prepare[$1]}"; for ((key = $2; key <= $3; key++)); do echo "EXECUTE p($key, 1, 5)"; done; }
 # Instructions per call of `function` (a regular expression; "PROGRAM TOTALS" for the whole
@@ -113,9 +116,13 @@ printf '\nInstructions per call (callgrind, single-row checked update, prepared,
     "$((2 * calls))" "$calls"
 printf '  %-22s %9s %15s %19s %20s %22s\n' variant "per call" "executor start" "building the jsonb" \
     "rowversion.update()" "jsonb_populate_record"
-for v in hand function; do
-    statements "$v" 1 "$calls" | profile "$work/calls.$v.once.out" shared_preload_libraries=pg_rowversion
-    statements "$v" $((calls + 1)) $((3 * calls)) | profile "$work/calls.$v.twice.out" shared_preload_libraries=pg_rowversion
+for v in hand uncounted function; do
+    count=true
+    [ "$v" = uncounted ] && count=false
+    statements "$v" 1 "$calls" | profile "$work/calls.$v.once.out" shared_preload_libraries=pg_rowversion \
+        pg_rowversion.count_conflicts=$count
+    statements "$v" $((calls + 1)) $((3 * calls)) | profile "$work/calls.$v.twice.out" \
+        shared_preload_libraries=pg_rowversion pg_rowversion.count_conflicts=$count
     printf '  %-22s %9s %15s %19s %20s %22s\n' "$v" "$(per_call "$v" "PROGRAM TOTALS")" \
         "$(per_call "$v" standard_ExecutorStart)" "$(per_call "$v" jsonb_build_object)" \
         "$(per_call "$v" rowversion_update)" "$(per_call "$v" jsonb_populate_record)"

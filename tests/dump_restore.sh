@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # rowversion.tables and the trigger survive pg_dump + restore into a fresh database:
 # renamed tables and columns, strict mode, quoted names, partitions, a disabled trigger,
-# ignored columns (one renamed), merge mode with its per-row record and merge groups; lease
-# tokens go on increasing.
+# ignored columns (one renamed), merge mode with its per-row record and merge groups, observe
+# mode (stale and version-less writes still let through); lease tokens go on increasing.
 # Usage: tests/dump_restore.sh SOCKET_DIR PORT
 set -euo pipefail
 host=$1 port=$2
@@ -36,6 +36,9 @@ CREATE TABLE notes (id int PRIMARY KEY, title text, body text, street text, city
 SELECT rowversion.enable('notes', conflicts => 'merge', merge_groups => '[["street", "city"]]');
 INSERT INTO notes VALUES (1, 'title', 'body', 'Main St', 'Springfield');
 UPDATE notes SET title = 'title 2' WHERE id = 1;
+CREATE TABLE drafts (id int PRIMARY KEY, body text);
+SELECT rowversion.enable('drafts', mode => 'strict', conflicts => 'observe');
+INSERT INTO drafts VALUES (1, 'draft');
 SELECT rowversion.lease_release('nightly', rowversion.lease_acquire('nightly', '1 min'));
 SELECT rowversion.lease_acquire('nightly', '1 min');
 SQL
@@ -61,6 +64,7 @@ if [ "$before" != "$after" ]; then
 fi
 expected='"Order Lines"|Version|strict|t|{}|reject|[]
 catalog_items|lock_version|lenient|t|{}|reject|[]
+drafts|version|strict|t|{}|observe|[]
 members|version|lenient|t|{"Last Login",visits}|reject|[]
 notes|version|lenient|t|{}|merge|[["street", "city"]]
 paused|version|lenient|f|{}|reject|[]
@@ -92,9 +96,13 @@ SELECT pg_temp.sqlstate_of('UPDATE notes SET city = $$Shelbyville$$, version = 2
 SELECT string_agg(column_name || '@' || version, ',') FROM rowversion.changed_since('notes', '{"id": 1}', 1);
 SELECT rowversion.lease_break('nightly');
 SELECT rowversion.lease_acquire('nightly', '1 min');
+UPDATE drafts SET body = 'edited', version = 1 WHERE id = 1;
+SELECT pg_temp.sqlstate_of('UPDATE drafts SET body = $$stale$$, version = 1 WHERE id = 1');
+SELECT pg_temp.sqlstate_of('UPDATE drafts SET body = $$unversioned$$ WHERE id = 1');
+SELECT body || '@' || version FROM drafts;
 SQL
 )
-if [ "$check" != $'40001\n42P10\nok\n2\n1\n2\nok\n40001\nok\ntitle@2,body@3,street@4,city@4\nt\n3' ]; then
+if [ "$check" != $'40001\n42P10\nok\n2\n1\n2\nok\n40001\nok\ntitle@2,body@3,street@4,city@4\nt\n3\nok\nok\nunversioned@4' ]; then
     echo "restored triggers misbehave: $check"
     exit 1
 fi
