@@ -276,6 +276,7 @@ fn checked_update(
     check_key(table, key.document)?;
     let columns = changed_columns(table, version_attnum, changes.document)?;
     let plan = prepared(table, Statement::Update(columns))?;
+    stats::set_row_counted(false);
     let updated = Spi::connect_mut(|client| {
         let rows = client.update(&*plan, Some(1), &[key.arg(), changes.arg(), expected.into()])?;
         if rows.is_empty() {
@@ -293,6 +294,7 @@ fn checked_update(
 fn checked_delete(table: &Table, version_attnum: i16, key: JsonArg, expected: i64) -> Result<Checked> {
     check_key(table, key.document)?;
     let plan = prepared(table, Statement::Delete)?;
+    stats::set_row_counted(false);
     // In observe mode the statement deletes whatever the row's version: a stale one is counted
     // and logged (src/observe.rs) as the conflict it would have been.
     let stale = Spi::connect_mut(|client| {
@@ -353,8 +355,11 @@ fn why_not(table: &Table, key: JsonArg, expected: i64) -> Result<Checked> {
         }
         let key = key_of_row(table, row.get_datum_by_ordinal(2)?);
         // The trigger counted none of it: the statement matched no row, or the trigger
-        // skipped it for try_update (src/stats.rs).
-        stats::count(table.relid, Event::Conflict);
+        // skipped it for try_update. The fast path counted a row as checked that the statement
+        // then skipped, when a concurrent writer changed its version after the check
+        // (EvalPlanQual found `version = $3` false): counted once (src/stats.rs).
+        let event = if stats::row_counted() { Event::ConflictOnRecheck } else { Event::Conflict };
+        stats::count(table.relid, event);
         Ok(Checked::Conflict { found, key })
     })
 }

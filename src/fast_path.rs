@@ -818,16 +818,19 @@ v1_function! {
             };
             let relid = args.oid(2).unwrap_or(pg_sys::InvalidOid);
             // Counted as the trigger counts (src/stats.rs), once per row: a row's check
-            // repeated by EvalPlanQual is not counted again.
+            // repeated by EvalPlanQual (in_recheck) is not counted again.
             if !in_recheck((*fcinfo).flinfo) {
-                ROW_COUNTED = false;
+                stats::set_row_counted(false);
             }
             match accepted {
                 Some(version) => {
-                    // A row whose version the SET list or If-Match states.
-                    if (mode == Some(SetListMode::Check) || matches!(if_match, IfMatch::Tags { .. })) && !ROW_COUNTED {
+                    // A row whose version the SET list or If-Match states (an UPDATE of ignored
+                    // columns only is bookkeeping, as in the trigger).
+                    let stated = mode == Some(SetListMode::Check)
+                        || (mode != Some(SetListMode::Keep) && matches!(if_match, IfMatch::Tags { .. }));
+                    if stated && !stats::row_counted() {
                         stats::count(relid, Event::Checked);
-                        ROW_COUNTED = true;
+                        stats::set_row_counted(true);
                     }
                     if http {
                         http::send_version(version);
@@ -850,7 +853,7 @@ v1_function! {
                     };
                     match refusal {
                         Refusal::VersionRequired => stats::count(relid, Event::VersionRequired),
-                        Refusal::Conflict(_) | Refusal::PreconditionFailed if ROW_COUNTED => {
+                        Refusal::Conflict(_) | Refusal::PreconditionFailed if stats::row_counted() => {
                             stats::count(relid, Event::ConflictOnRecheck)
                         }
                         Refusal::Conflict(_) | Refusal::PreconditionFailed => stats::count(relid, Event::Conflict),
@@ -862,11 +865,6 @@ v1_function! {
         }
     }
 }
-
-/// Whether the row being checked was counted as checked already: its first check was, and
-/// EvalPlanQual now checks the row's newest version again (under READ COMMITTED, after waiting
-/// for a concurrent writer). Backend-local; a re-check follows its row's first check.
-static mut ROW_COUNTED: bool = false;
 
 /// Whether a `next_version()` call is an EvalPlanQual re-check: its expression belongs to the
 /// plan EvalPlanQual starts for re-checking rows, whose executor state (`fn_mcxt`, an

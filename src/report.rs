@@ -101,6 +101,13 @@ impl Report {
     pub fn log(self) {
         PallocReport::from(self).emit(pgrx::PgLogLevel::LOG, std::panic::Location::caller());
     }
+
+    /// Sends the report as a `WARNING` (to the client and the log) and returns. Not mapped for
+    /// HTTP.
+    #[track_caller]
+    pub fn warn(self) {
+        PallocReport::from(self).emit(pgrx::PgLogLevel::WARNING, std::panic::Location::caller());
+    }
 }
 
 /// A five-character SQLSTATE encoded as Postgres' `MAKE_SQLSTATE` does.

@@ -8,13 +8,15 @@
 //! conflicts", the one answer that must never be wrong).
 //!
 //! One slot per table and database, in a fixed array sized by `pg_rowversion.conflict_stats_max`
-//! at server start and addressed by open addressing on `(database, table)`: a slot is claimed
-//! with one compare-and-swap of its key and never given back (its counters are zeroed by a
-//! reset), so a writer finds its table's slot without a lock, and counting is one atomic add on
-//! the table's own slot (128 bytes, aligned to cache lines: tables do not share one). Counters
-//! are lost when the server stops.
+//! at server start (twice that many slots) and addressed by open addressing on `(database,
+//! table)`. A writer finds its table's slot without a lock, and counting is one atomic add on
+//! the table's own slot (128 bytes, aligned to cache lines: tables do not share one). Claiming a
+//! slot, once per table, and freeing the slots of dropped tables and databases, which a reset
+//! does, take the one lock of the extension's tranche. When `conflict_stats_max` tables are
+//! counted, the events of further tables are counted as uncounted, and reading the counters
+//! warns about them. Counters are lost when the server stops.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use pgrx::pg_sys;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PgSqlErrorCode};
@@ -29,8 +31,7 @@ pub enum Event {
     Checked,
     /// A row refused for a stale version or a failed If-Match (40001; try_update's `false`).
     Conflict,
-    /// A conflict found when EvalPlanQual checks again (the planner fast path, under READ
-    /// COMMITTED) a row whose first check counted it as checked already.
+    /// A conflict on a row counted as checked already (see [`row_counted`]).
     ConflictOnRecheck,
     /// A stale version accepted by `conflicts => 'merge'`.
     Merged,
@@ -55,7 +56,7 @@ const COUNTERS: usize = 6;
 /// One table of one database. Two cache lines, so that writers of two tables never contend.
 #[repr(C, align(128))]
 struct Slot {
-    /// `database << 32 | table`; 0 while free.
+    /// `database << 32 | table`; [`FREE`] or [`FREED`].
     key: AtomicU64,
     counts: [AtomicU64; COUNTERS],
     /// `TimestampTz`s, 0 for none.
@@ -63,9 +64,24 @@ struct Slot {
     stats_reset: AtomicI64,
 }
 
-/// How far a lookup probes from a key's home slot before it counts the array as full: the
-/// array has twice `conflict_stats_max` slots, so a run this long is all but impossible before
-/// it is full, and a full array costs a bounded probe per row, not a scan.
+/// A key of a slot never used: a lookup stops there.
+const FREE: u64 = 0;
+/// A key of a slot given back (its table or database was dropped): a lookup goes on past it,
+/// a claim may take it.
+const FREED: u64 = u64::MAX;
+
+/// What is shared besides the slots, before them.
+#[repr(C, align(128))]
+struct Header {
+    /// Slots holding a table.
+    used: AtomicUsize,
+    /// Events of tables that found no room since the last reset of all tables.
+    uncounted: AtomicU64,
+}
+
+/// How far a lookup probes from a key's home slot: the array has twice `conflict_stats_max`
+/// slots, so a run this long is all but impossible before it is full, and a full array costs
+/// a bounded probe per row, not a scan.
 const PROBES: usize = 32;
 
 /// `pg_rowversion.conflict_stats_max`: the tables (of all databases) whose conflicts are counted.
@@ -75,13 +91,19 @@ static CONFLICT_STATS_MAX: GucSetting<i32> = GucSetting::<i32>::new(1000);
 /// with it).
 static COUNT_CONFLICTS: GucSetting<bool> = GucSetting::<bool>::new(true);
 
-/// The slots, set up by the shared-memory startup hook; NULL when not preloaded.
+/// The header and the slots, set up by the shared-memory startup hook; NULL when not
+/// preloaded.
+static mut HEADER: *mut Header = std::ptr::null_mut();
 static mut SLOTS: *mut Slot = std::ptr::null_mut();
 static mut SLOT_COUNT: usize = 0;
+/// The lock taken to claim or free a slot.
+static mut LOCK: *mut pg_sys::LWLock = std::ptr::null_mut();
 static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
 static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
 /// Whether this backend has said, once, that a table did not fit.
 static mut FULL_LOGGED: bool = false;
+/// The name of the extension's lock tranche.
+const TRANCHE: &std::ffi::CStr = c"pg_rowversion";
 
 /// Defines the setting and, under `shared_preload_libraries`, reserves the slots (from
 /// `_PG_init`).
@@ -123,6 +145,11 @@ fn slot_count() -> usize {
     2 * CONFLICT_STATS_MAX.get() as usize
 }
 
+/// The shared memory reserved: the header, the slots, and room to align them.
+fn shared_size() -> usize {
+    size_of::<Header>() + slot_count() * size_of::<Slot>() + align_of::<Header>()
+}
+
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn request_shared_memory() {
     // SAFETY: called by the postmaster while it sizes shared memory.
@@ -130,7 +157,8 @@ unsafe extern "C-unwind" fn request_shared_memory() {
         if let Some(previous) = PREV_SHMEM_REQUEST {
             previous();
         }
-        pg_sys::RequestAddinShmemSpace(slot_count() * size_of::<Slot>() + size_of::<Slot>());
+        pg_sys::RequestAddinShmemSpace(shared_size());
+        pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 1);
     }
 }
 
@@ -138,35 +166,39 @@ unsafe extern "C-unwind" fn request_shared_memory() {
 unsafe extern "C-unwind" fn attach_shared_memory() {
     // SAFETY: called once in the postmaster (and in every backend under EXEC_BACKEND) after
     // shared memory exists; `AddinShmemInitLock` (MainLWLockArray[21], lwlocknames.txt)
-    // serialises the first initialisation. The struct is over-allocated by one slot so that
-    // it can be aligned to a slot.
+    // serialises the first initialisation. The struct is over-allocated so that the header,
+    // and the slots after it, can be aligned.
     unsafe {
         if let Some(previous) = PREV_SHMEM_STARTUP {
             previous();
         }
         let count = slot_count();
-        let lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
-        pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
+        pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
         let mut found = false;
-        let size = count * size_of::<Slot>() + size_of::<Slot>();
-        let base = pg_sys::ShmemInitStruct(c"pg_rowversion conflict counters".as_ptr(), size, &mut found) as *mut u8;
-        let slots = base.add(base.align_offset(align_of::<Slot>())) as *mut Slot;
+        let base =
+            pg_sys::ShmemInitStruct(c"pg_rowversion conflict counters".as_ptr(), shared_size(), &mut found) as *mut u8;
+        let header = base.add(base.align_offset(align_of::<Header>())) as *mut Header;
+        let slots = header.add(1) as *mut Slot;
         if !found {
+            std::ptr::write_bytes(header, 0, 1);
             std::ptr::write_bytes(slots, 0, count);
         }
+        HEADER = header;
         SLOTS = slots;
         SLOT_COUNT = count;
-        pg_sys::LWLockRelease(lock);
+        LOCK = &raw mut (*pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr())).lock;
+        pg_sys::LWLockRelease(init_lock);
     }
 }
 
-/// The slots, if the library was preloaded.
-fn slots() -> Option<&'static [Slot]> {
-    // SAFETY: set once at startup to `SLOT_COUNT` zero-initialised slots in shared memory,
-    // which lives as long as the process; every field is an atomic.
+/// The header and the slots, if the library was preloaded.
+fn shared() -> Option<(&'static Header, &'static [Slot])> {
+    // SAFETY: set once at startup to a header and `SLOT_COUNT` slots in shared memory, zeroed
+    // when created, which lives as long as the process; every field is an atomic.
     unsafe {
-        let slots = SLOTS;
-        (!slots.is_null()).then(|| std::slice::from_raw_parts(slots, SLOT_COUNT))
+        let (header, slots) = (HEADER, SLOTS);
+        (!slots.is_null()).then(|| (&*header, std::slice::from_raw_parts(slots, SLOT_COUNT)))
     }
 }
 
@@ -176,39 +208,69 @@ fn key(relid: pg_sys::Oid) -> u64 {
     u64::from(u32::from(database)) << 32 | u64::from(u32::from(relid))
 }
 
-/// The slot of `key`; with `claim`, a free one is taken for it.
-fn slot(slots: &'static [Slot], key: u64, claim: bool) -> Option<&'static Slot> {
+/// The slots a lookup of `key` probes, in order.
+fn probes(slots: &'static [Slot], key: u64) -> impl Iterator<Item = &'static Slot> {
     let home = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % slots.len();
-    for probe in 0..PROBES.min(slots.len()) {
-        let slot = &slots[(home + probe) % slots.len()];
+    (0..PROBES.min(slots.len())).map(move |probe| &slots[(home + probe) % slots.len()])
+}
+
+/// The slot of `key`, without a lock.
+fn find(slots: &'static [Slot], key: u64) -> Option<&'static Slot> {
+    for slot in probes(slots, key) {
         match slot.key.load(Ordering::Acquire) {
             found if found == key => return Some(slot),
-            0 if claim => match slot.key.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => {
-                    // SAFETY: a plain clock read.
-                    slot.stats_reset.store(unsafe { pg_sys::GetCurrentTimestamp() }, Ordering::Relaxed);
-                    return Some(slot);
-                }
-                Err(found) if found == key => return Some(slot),
-                Err(_) => {}
-            },
-            0 => return None,
+            FREE => return None,
             _ => {}
         }
     }
     None
 }
 
+/// Runs `f` holding the extension's lock exclusively.
+fn locked<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: LOCK is the tranche's lock, set at startup whenever the slots are; an ERROR
+    // inside `f` releases it (LWLockReleaseAll at abort).
+    unsafe {
+        pg_sys::LWLockAcquire(LOCK, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let result = f();
+        pg_sys::LWLockRelease(LOCK);
+        result
+    }
+}
+
+/// The slot of `key`, claimed for it if it has none and there is room.
+fn claim(header: &'static Header, slots: &'static [Slot], key: u64) -> Option<&'static Slot> {
+    find(slots, key).or_else(|| {
+        locked(|| {
+            if let Some(slot) = find(slots, key) {
+                return Some(slot);
+            }
+            if header.used.load(Ordering::Relaxed) >= CONFLICT_STATS_MAX.get() as usize {
+                return None;
+            }
+            let slot = probes(slots, key).find(|slot| matches!(slot.key.load(Ordering::Relaxed), FREE | FREED))?;
+            slot.counts.iter().for_each(|counter| counter.store(0, Ordering::Relaxed));
+            slot.last_conflict.store(0, Ordering::Relaxed);
+            // SAFETY: a plain clock read.
+            slot.stats_reset.store(unsafe { pg_sys::GetCurrentTimestamp() }, Ordering::Relaxed);
+            slot.key.store(key, Ordering::Release);
+            header.used.fetch_add(1, Ordering::Relaxed);
+            Some(slot)
+        })
+    })
+}
+
 /// Counts `event` on table `relid` of the current database; nothing when not preloaded.
 pub fn count(relid: pg_sys::Oid, event: Event) {
-    let Some(slots) = slots().filter(|_| COUNT_CONFLICTS.get()) else { return };
-    let Some(slot) = slot(slots, key(relid), true) else {
+    let Some((header, slots)) = shared().filter(|_| COUNT_CONFLICTS.get()) else { return };
+    let Some(slot) = claim(header, slots, key(relid)) else {
+        header.uncounted.fetch_add(1, Ordering::Relaxed);
         // SAFETY: a backend-local flag; the message is a LOG line, which returns.
         unsafe {
             if !FULL_LOGGED {
                 FULL_LOGGED = true;
                 pgrx::log!(
-                    "pg_rowversion: conflicts on table {} are not counted: pg_rowversion.conflict_stats_max ({}) tables are counted already",
+                    "pg_rowversion: conflicts on table {} are not counted: pg_rowversion.conflict_stats_max ({}) tables are counted already; rowversion.conflict_stats_reset() frees the counters of dropped tables",
                     u32::from(relid),
                     CONFLICT_STATS_MAX.get()
                 );
@@ -252,6 +314,24 @@ pub fn count(relid: pg_sys::Oid, event: Event) {
     slot.last_conflict.store(unsafe { pg_sys::GetCurrentTimestamp() }, Ordering::Relaxed);
 }
 
+/// Whether the row the planner fast path decided last was counted as checked (its check
+/// passed). EvalPlanQual checks a row again after waiting for a concurrent writer, and a
+/// checked function that finds no row updated asks whether the statement counted one it then
+/// skipped: neither counts it twice. Backend-local.
+static mut ROW_COUNTED: bool = false;
+
+/// See [`ROW_COUNTED`].
+pub fn row_counted() -> bool {
+    // SAFETY: backend-local state; Postgres backends are single-threaded.
+    unsafe { ROW_COUNTED }
+}
+
+/// See [`ROW_COUNTED`].
+pub fn set_row_counted(counted: bool) {
+    // SAFETY: backend-local state; Postgres backends are single-threaded.
+    unsafe { ROW_COUNTED = counted }
+}
+
 /// The errors of the counters' functions.
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
@@ -278,14 +358,72 @@ fn timestamp(value: i64) -> (pg_sys::Datum, bool) {
     (pg_sys::Datum::from(value), value == 0)
 }
 
+/// Whether the table or database a slot's `key` names still exists: a table of the current
+/// database in its catalog, another database's by the database alone.
+fn exists(key: u64) -> bool {
+    let (database, table) = ((key >> 32) as u32, key as u32);
+    // SAFETY: syscache probes by OID, inside the calling function's transaction.
+    unsafe {
+        if database == u32::from(pg_sys::MyDatabaseId) {
+            pg_sys::SearchSysCacheExists(
+                pg_sys::SysCacheIdentifier::RELOID as i32,
+                pg_sys::Datum::from(table),
+                0.into(),
+                0.into(),
+                0.into(),
+            )
+        } else {
+            pg_sys::SearchSysCacheExists(
+                pg_sys::SysCacheIdentifier::DATABASEOID as i32,
+                pg_sys::Datum::from(database),
+                0.into(),
+                0.into(),
+                0.into(),
+            )
+        }
+    }
+}
+
+/// Gives back the slots of dropped tables (of the current database) and of dropped databases.
+/// The catalog is asked without the lock; a slot is freed under it, if it still holds the key
+/// found gone.
+fn free_dropped(header: &'static Header, slots: &'static [Slot]) {
+    for slot in slots {
+        let key = slot.key.load(Ordering::Acquire);
+        if matches!(key, FREE | FREED) || exists(key) {
+            continue;
+        }
+        locked(|| {
+            if slot.key.load(Ordering::Relaxed) == key {
+                slot.key.store(FREED, Ordering::Release);
+                header.used.fetch_sub(1, Ordering::Relaxed);
+            }
+        });
+    }
+}
+
 v1_function! {
     /// `rowversion.conflict_counts()`: the counters of the current database's tables, one row per
-    /// table counted since the server started (a table dropped since included), for the
-    /// `rowversion.conflict_stats` view. Returns its rows in materialize mode.
+    /// table counted since the server started or the last reset (a table dropped since
+    /// included), for the `rowversion.conflict_stats` view; a WARNING when tables found no room.
+    /// Returns its rows in materialize mode.
     pg_finfo_rowversion_conflict_counts,
     declared ["conflict_counts() -> SETOF (oid, bigint, bigint, bigint, bigint, bigint, bigint, timestamp with time zone, timestamp with time zone)"],
     fn rowversion_conflict_counts(args) -> StatsError {
-        let slots = slots().ok_or(StatsError::NotPreloaded)?;
+        let (header, slots) = shared().ok_or(StatsError::NotPreloaded)?;
+        let uncounted = header.uncounted.load(Ordering::Relaxed);
+        if uncounted > 0 {
+            Report::new(
+                PgSqlErrorCode::ERRCODE_WARNING,
+                format!("{uncounted} events on tables without counters were not counted"),
+                Some(format!(
+                    "pg_rowversion.conflict_stats_max ({}) tables are counted already.",
+                    CONFLICT_STATS_MAX.get()
+                )),
+                Some("Free the counters of dropped tables with rowversion.conflict_stats_reset(), or raise pg_rowversion.conflict_stats_max (takes a restart).".into()),
+            )
+            .warn();
+        }
         // SAFETY: MyDatabaseId is the backend's database; the rows go to the tuplestore
         // InitMaterializedSRF sets up, with the declared result type.
         unsafe {
@@ -294,7 +432,7 @@ v1_function! {
             let result = (*args.fcinfo()).resultinfo as *mut pg_sys::ReturnSetInfo;
             for slot in slots {
                 let key = slot.key.load(Ordering::Acquire);
-                if key == 0 || key >> 32 != database {
+                if matches!(key, FREE | FREED) || key >> 32 != database {
                     continue;
                 }
                 let mut values = [pg_sys::Datum::from(0); 3 + COUNTERS];
@@ -314,12 +452,14 @@ v1_function! {
 
 v1_function! {
     /// `rowversion.conflict_stats_reset(rel regclass DEFAULT NULL) RETURNS void`: zeroes the
-    /// counters of `rel`, or of every table of the current database (NULL). EXECUTE is revoked
-    /// from PUBLIC, as for `pg_stat_reset()`.
+    /// counters of `rel`, or of every table of the current database (NULL), and gives back the
+    /// slots of dropped tables and databases. EXECUTE is revoked from PUBLIC, as for
+    /// `pg_stat_reset()`.
     pg_finfo_rowversion_conflict_stats_reset,
     declared ["conflict_stats_reset(regclass) -> void"],
     fn rowversion_conflict_stats_reset(args) -> StatsError {
-        let slots = slots().ok_or(StatsError::NotPreloaded)?;
+        let (header, slots) = shared().ok_or(StatsError::NotPreloaded)?;
+        free_dropped(header, slots);
         // SAFETY: a plain clock read; MyDatabaseId is the backend's database.
         let (now, database) = unsafe { (pg_sys::GetCurrentTimestamp(), u64::from(u32::from(pg_sys::MyDatabaseId))) };
         let reset = |slot: &Slot| {
@@ -328,8 +468,11 @@ v1_function! {
             slot.stats_reset.store(now, Ordering::Relaxed);
         };
         match args.oid(0) {
-            Some(relid) => slot(slots, key(relid), false).into_iter().for_each(reset),
-            None => slots.iter().filter(|slot| slot.key.load(Ordering::Acquire) >> 32 == database).for_each(reset),
+            Some(relid) => find(slots, key(relid)).into_iter().for_each(reset),
+            None => {
+                header.uncounted.store(0, Ordering::Relaxed);
+                slots.iter().filter(|slot| slot.key.load(Ordering::Acquire) >> 32 == database).for_each(reset)
+            }
         }
         Ok(Some(pg_sys::Datum::from(0)))
     }

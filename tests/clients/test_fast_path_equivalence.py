@@ -2,15 +2,17 @@
 statements (UPDATEs stating good, stale, newer, NULL and extreme versions, multiple-column
 assignments, sub-selects that do not name the version, upserts, MERGE with one or several WHEN
 MATCHED actions, whole-table updates, deletes, mode, ignored-column and conflicts changes, stale
-updates that merge mode may accept) runs against
-two identical versioned tables, one with pg_rowversion.fast_path off (the trigger) and one with
-it on, and every statement must end the same way: the same rows returned, or the same
-SQLSTATE, message, detail and error fields; and the tables must hold the same rows after every
-statement. Run for a bigint and for a smallint version column (which wraps), for a
-partitioned table whose partitions number their columns differently (rows also move between
-partitions), and for tables with stored generated columns (one computed from a column the
-statements set, one from the ignored column `hits`, one from a column nobody sets), plain and
-partitioned.
+updates that merge mode may accept and observe mode lets through) runs against two identical
+versioned tables, one with pg_rowversion.fast_path off (the trigger) and one with it on, and
+every statement must end the same way: the same rows returned, or the same SQLSTATE, message,
+detail and error fields; and the tables must hold the same rows after every statement. With
+pg_rowversion in shared_preload_libraries, the two tables' conflict counters
+(rowversion.conflict_stats, per partition) must also be the same after every statement: both
+paths count the same events. Run for a bigint and for a smallint version column (which wraps),
+for a partitioned table whose partitions number their columns differently (rows also move
+between partitions), and for tables with stored generated columns (one computed from a column
+the statements set, one from the ignored column `hits`, one from a column nobody sets), plain
+and partitioned.
 
 A second test runs such statements while another session holds the same row: it has deleted
 it, changed its key, updated it (stating the version or not) or locked it, and commits or rolls
@@ -134,8 +136,8 @@ def merge_actions(rng, t, generated):
 def statement(rng, generated, k=None, nulls=True, only=None, merging=False):
     """A random statement, its kind and its text (with T for the table's name), for row k (a
     random one if None), of the kinds in `only` (all if None). With nulls false, no statement
-    sets a NOT NULL column to NULL. With merging, also stale updates and switches to merge
-    mode."""
+    sets a NOT NULL column to NULL. With merging, also stale updates and switches to merge and
+    observe mode."""
     t = T
     k = rng.choice(KEYS) if k is None else k
     v = rng.choice(versions(t, k))
@@ -212,6 +214,10 @@ def statement(rng, generated, k=None, nulls=True, only=None, merging=False):
             ("enable", lambda: f"SELECT rowversion.enable('{t}', conflicts => 'merge')"),
             ("enable", lambda: f"SELECT rowversion.enable('{t}', mode => 'strict', ignore_columns => '{ignored}', "
                                f"conflicts => 'merge')"),
+            # Observe mode lets through what reject mode refuses for a versioning reason.
+            ("enable", lambda: f"SELECT rowversion.enable('{t}', conflicts => 'observe')"),
+            ("enable", lambda: f"SELECT rowversion.enable('{t}', mode => 'strict', ignore_columns => '{ignored}', "
+                               f"conflicts => 'observe')"),
         ]
     if generated:
         kinds += [
@@ -269,6 +275,33 @@ def changes(before, after):
     return found
 
 
+COUNTERS = ["checked", "conflicts", "merged", "observed", "observed_mergeable", "version_required"]
+
+
+def preloaded(conn):
+    """Whether the server preloads the library: only then are there conflict counters."""
+    return "pg_rowversion" in conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()[0]
+
+
+def tree(t):
+    """SQL for t and its partitions, if any (pg_partition_tree() has no row for a table that is
+    neither partitioned nor a partition)."""
+    return f"SELECT '{t}'::regclass AS relid UNION SELECT relid FROM pg_partition_tree('{t}')"
+
+
+def counters_of(conn, t):
+    """The conflict counters of t and of its partitions (a row is counted on the table that
+    holds it), by table name with t replaced by T; tables with no count left out."""
+    cursor = conn.execute(
+        f"SELECT s.rel::text, {', '.join(f's.{c}' for c in COUNTERS)} "
+        f"FROM ({tree(t)}) p JOIN rowversion.conflict_stats s ON s.rel = p.relid")
+    return {row[0].replace(t, "T"): dict(zip(COUNTERS, row[1:])) for row in cursor if any(row[1:])}
+
+
+def reset_counters(conn, t):
+    conn.execute(f"SELECT rowversion.conflict_stats_reset(relid) FROM ({tree(t)}) p")
+
+
 def sessions_for(tables, connections_per_path=1):
     """Connections per path: the library loaded, pg_rowversion.fast_path off for the trigger's
     table and on for the fast path's."""
@@ -302,6 +335,17 @@ def test_fast_path_and_trigger_end_every_statement_the_same_way(admin, shape):
         assert fast_path_taken(sessions["on"], tables["on"]) == (2 if partitioned else 1), \
             "the fast path is not taken: the comparison would be moot"
         assert fast_path_taken(sessions["off"], tables["off"]) == 0
+        # The counters too, when there are any. Only in this sequential test: in the
+        # concurrent one below, the fast path counts a row as checked when its check passes,
+        # the trigger once the row is locked, so a row that the other session deletes, or
+        # changes so that the statement no longer matches it, is counted as checked by the
+        # fast path alone (docs/observe.md); tests/clients/test_conflict_stats.py counts both
+        # paths under concurrency.
+        counting = preloaded(admin)
+        totals = previous = dict.fromkeys(COUNTERS, 0)   # the fast-path table's, summed over partitions
+        if counting:
+            for t in tables.values():
+                reset_counters(admin, t)
 
         rng = random.Random(20261123)
         mode, ignored, conflicts = "lenient", set(), "reject"   # as enable() left the tables
@@ -318,19 +362,27 @@ def test_fast_path_and_trigger_end_every_statement_the_same_way(admin, shape):
                 seen[path] = (repr(result).replace(t, "T"), rows_of(sessions[path], t))
             assert seen["on"] == seen["off"], \
                 f"step {step}: the two paths differ after\n{sql}\n{seen['off']}\n{seen['on']}"
+            if counting:
+                counted = {path: counters_of(admin, t) for path, t in tables.items()}
+                assert counted["on"] == counted["off"], \
+                    f"step {step}: the two paths count differently after\n{sql}\n{counted['off']}\n{counted['on']}"
+                previous, totals = totals, {c: sum(n[c] for n in counted["on"].values()) for c in COUNTERS}
             after = seen["on"][1]
             if kind == "enable" and result[0] == "ok":
                 mode = "strict" if "'strict'" in sql else "lenient"
                 ignored = set(sql.split("ignore_columns => '{")[1].split("}")[0].split(",")) \
                     if "ignore_columns" in sql else set()
                 keeps = ignored - ({"hits"} if generated else set())
-                conflicts = "merge" if "conflicts => 'merge'" in sql else "reject"
+                conflicts = sql.split("conflicts => '")[1].split("'")[0] if "conflicts =>" in sql else "reject"
                 # Still one path each after a mode or column change (else the comparison is
-                # moot); a table in merge mode keeps the trigger on both.
+                # moot); a table in merge or observe mode keeps the trigger on both.
                 assert bool(fast_path_taken(sessions["on"], tables["on"])) == (conflicts == "reject") and \
                     not fast_path_taken(sessions["off"], tables["off"]), f"step {step}"
             state = (mode, ",".join(sorted(ignored)), conflicts)
             reached.add((kind, label(result)) + state)
+            for counter in COUNTERS:
+                if totals[counter] > previous[counter]:
+                    reached.add(("counted", counter) + state)
             row_changes = changes(before, after)
             for change, columns in row_changes:
                 reached.add((kind, change) + state)
@@ -359,6 +411,21 @@ def test_fast_path_and_trigger_end_every_statement_the_same_way(admin, shape):
         assert was("stale", "error 40001", conflicts="reject")
         assert not any(r[0] == "stale" and r[1] == "moved" and r[4] == "reject" for r in reached)
         assert was("stale", "moved", conflicts="merge") and was("stale", "error 40001", conflicts="merge")
+        # Observe mode refuses nothing for a versioning reason: a stale update moves the
+        # version, as does one without the version in strict mode.
+        assert was("stale", "moved", conflicts="observe")
+        assert was("update", "moved", "strict", conflicts="observe")
+        refused = sorted({r[:3] for r in reached if r[4] == "observe" and r[1] in ("error 40001", "error 42P10")})
+        assert not refused, f"refused in observe mode: {refused}"
+        if counting:
+            # Each counter counted, in the modes it counts in (and both paths alike after each
+            # statement): in reject mode, where the fast path is taken, checked rows, conflicts
+            # and strict-mode refusals.
+            for counter in ("checked", "conflicts", "version_required"):
+                assert was("counted", counter, conflicts="reject")
+            assert was("counted", "merged", conflicts="merge") and was("counted", "checked", conflicts="merge")
+            for counter in ("checked", "observed", "observed_mergeable"):
+                assert was("counted", counter, conflicts="observe")
         # Sub-selects that do not name the version, in UPDATE, upsert and MERGE: accepted in
         # lenient mode, refused in strict mode.
         for kind in ("multi", "multi_upsert", "multi_merge"):

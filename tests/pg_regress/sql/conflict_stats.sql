@@ -44,6 +44,29 @@ SELECT count_events('counted_fast');
 SELECT rel, checked, conflicts, merged, observed, observed_mergeable, version_required,
        last_conflict IS NOT NULL AS had_conflict, stats_reset <= now() AS since
 FROM rowversion.conflict_stats WHERE rel::text LIKE 'counted%' ORDER BY rel::text;
+-- Behind an HTTP layer If-Match states the version (at a request's top level): counted as
+-- checked, a failed one as a conflict, on both paths; an UPDATE of ignored columns only is
+-- bookkeeping, counted on neither.
+CREATE TABLE counted_http_trigger (id int PRIMARY KEY, n int, hits int);
+CREATE TABLE counted_http_fast (id int PRIMARY KEY, n int, hits int);
+SELECT rowversion.enable('counted_http_trigger', ignore_columns => '{hits}'),
+       rowversion.enable('counted_http_fast', ignore_columns => '{hits}');
+INSERT INTO counted_http_trigger VALUES (1, 0, 0);
+INSERT INTO counted_http_fast VALUES (1, 0, 0);
+SET pg_rowversion.error_mapping = postgrest;
+SET request.headers = '{"if-match": "\"1\""}';
+SET pg_rowversion.fast_path = off;
+UPDATE counted_http_trigger SET hits = hits + 1;
+UPDATE counted_http_trigger SET n = 1;
+UPDATE counted_http_trigger SET n = 2;
+RESET pg_rowversion.fast_path;
+UPDATE counted_http_fast SET hits = hits + 1;
+UPDATE counted_http_fast SET n = 1;
+UPDATE counted_http_fast SET n = 2;
+RESET request.headers;
+RESET pg_rowversion.error_mapping;
+SELECT rel, checked, conflicts FROM rowversion.conflict_stats WHERE rel::text LIKE 'counted_http%' ORDER BY rel::text;
+DROP TABLE counted_http_trigger, counted_http_fast;
 -- A conflict in a transaction that rolls back is counted all the same.
 BEGIN;
 UPDATE counted_fast SET n = 8, version = 1 WHERE id = 1;
