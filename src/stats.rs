@@ -362,25 +362,15 @@ fn timestamp(value: i64) -> (pg_sys::Datum, bool) {
 /// database in its catalog, another database's by the database alone.
 fn exists(key: u64) -> bool {
     let (database, table) = ((key >> 32) as u32, key as u32);
-    // SAFETY: syscache probes by OID, inside the calling function's transaction.
+    // SAFETY: MyDatabaseId is the backend's database; a syscache probe by OID, inside the
+    // calling function's transaction.
     unsafe {
-        if database == u32::from(pg_sys::MyDatabaseId) {
-            pg_sys::SearchSysCacheExists(
-                pg_sys::SysCacheIdentifier::RELOID as i32,
-                pg_sys::Datum::from(table),
-                0.into(),
-                0.into(),
-                0.into(),
-            )
+        let (cache, oid) = if database == u32::from(pg_sys::MyDatabaseId) {
+            (pg_sys::SysCacheIdentifier::RELOID, table)
         } else {
-            pg_sys::SearchSysCacheExists(
-                pg_sys::SysCacheIdentifier::DATABASEOID as i32,
-                pg_sys::Datum::from(database),
-                0.into(),
-                0.into(),
-                0.into(),
-            )
-        }
+            (pg_sys::SysCacheIdentifier::DATABASEOID, database)
+        };
+        pg_sys::SearchSysCacheExists(cache as i32, pg_sys::Datum::from(oid), 0.into(), 0.into(), 0.into())
     }
 }
 
