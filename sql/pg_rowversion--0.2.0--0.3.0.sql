@@ -76,18 +76,15 @@ LANGUAGE c VOLATILE
 AS 'MODULE_PATHNAME', 'rowversion_conflict_counts';
 
 COMMENT ON FUNCTION rowversion.conflict_counts() IS
-'The conflict counters of every table of this database counted since the server started, dropped tables included: read rowversion.conflict_stats instead';
+'The conflict counters of the tables of this database the current role holds a privilege on (all of them for pg_read_all_stats), counted since the server started or the last reset: read rowversion.conflict_stats instead';
 
--- A role sees the tables it holds a privilege on (or all, as a member of pg_read_all_stats):
--- counts only, no key or version.
+-- conflict_counts() returns the tables the role holds a privilege on (or all of them, for
+-- members of pg_read_all_stats), existing ones only: counts only, no key or version.
 CREATE VIEW rowversion.conflict_stats AS
 SELECT s.relid::pg_catalog.regclass AS rel,
        s.checked, s.conflicts, s.merged, s.observed, s.observed_mergeable, s.version_required,
        s.last_conflict, s.stats_reset
-FROM rowversion.conflict_counts() s
-JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.relid
-WHERE pg_catalog.has_any_column_privilege(c.oid, 'SELECT, INSERT, UPDATE, REFERENCES')
-   OR pg_catalog.pg_has_role('pg_read_all_stats', 'MEMBER');
+FROM rowversion.conflict_counts() s;
 
 COMMENT ON VIEW rowversion.conflict_stats IS
 'Per table: rows written with a stated version (checked), stale ones refused (conflicts), accepted by merge (merged), let through by observe mode (observed, of which merge would have accepted observed_mergeable), strict-mode refusals (version_required), the last of those, and when counting began or was reset';

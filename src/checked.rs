@@ -311,7 +311,10 @@ fn checked_delete(table: &Table, version_attnum: i16, key: JsonArg, expected: i6
     })?;
     match stale {
         None => why_not(table, key, expected),
-        Some(None) => Ok(Checked::Applied(expected)),
+        Some(None) => {
+            stats::count(table.relid, Event::Checked);
+            Ok(Checked::Applied(expected))
+        }
         Some(Some((found, shown_key))) => {
             stats::count(table.relid, Event::ObservedStale { mergeable: false });
             observe::let_through(Some(false), || {

@@ -703,6 +703,7 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
     // states of its subplans (a data-modifying WITH), as executor start made them. Only a
     // ModifyTable whose own plan computes versions has its triggers turned off.
     unsafe {
+        LAST_MERGE_ROW = None;
         match PREV_EXECUTOR_START {
             Some(previous) => previous(query_desc, eflags),
             None => pg_sys::standard_ExecutorStart(query_desc, eflags),
@@ -818,8 +819,18 @@ v1_function! {
             };
             let relid = args.oid(2).unwrap_or(pg_sys::InvalidOid);
             // Counted as the trigger counts (src/stats.rs), once per row: a row's check
-            // repeated by EvalPlanQual (in_recheck) is not counted again.
-            if !in_recheck((*fcinfo).flinfo) {
+            // repeated by EvalPlanQual (in_recheck) is not counted again. A MERGE action evaluated again after waiting for a concurrent writer runs in the
+            // statement's own plan, with the join's row id (see lock_row): the same row again.
+            let row = args.datum(3).map(|row_id| {
+                let tid = &*(row_id.cast_mut_ptr::<pg_sys::ItemPointerData>());
+                (u64::from(tid.ip_blkid.bi_hi) << 32) | (u64::from(tid.ip_blkid.bi_lo) << 16) | u64::from(tid.ip_posid)
+            });
+            let merge_row = argument.merge_action.then_some((relid, row));
+            let merge_repeat = merge_row.is_some() && LAST_MERGE_ROW == merge_row;
+            if argument.merge_action {
+                LAST_MERGE_ROW = merge_row;
+            }
+            if !in_recheck((*fcinfo).flinfo) && !merge_repeat {
                 stats::set_row_counted(false);
             }
             match accepted {
@@ -893,6 +904,10 @@ unsafe fn in_recheck(flinfo: *mut pg_sys::FmgrInfo) -> bool {
         recheck
     }
 }
+
+/// The table and row id of the last MERGE action `next_version()` decided in this statement:
+/// an evaluation of the same row again is a re-check (forgotten when a statement starts).
+static mut LAST_MERGE_ROW: Option<(pg_sys::Oid, Option<u64>)> = None;
 
 /// Why `next_version()` refuses a row: the trigger's errors.
 #[derive(Clone, Copy)]

@@ -129,18 +129,8 @@ fn unpacked_sqlstate(code: c_int) -> String {
 /// Sends a NOTICE, in the database encoding.
 #[track_caller]
 pub fn notice(message: &str) {
-    let location = std::panic::Location::caller();
-    let message = palloc_cstring(message);
-    let file = palloc_cstring(location.file());
-    // SAFETY: `message` is a palloc'd NUL-terminated string; for NOTICE, `errstart` returns
-    // false when nobody would see it, and `errfinish` returns.
-    unsafe {
-        if errstart(pgrx::PgLogLevel::NOTICE as c_int, std::ptr::null()) {
-            errcode(PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION as c_int);
-            errmsg(c"%s".as_ptr(), message);
-            errfinish(file, location.line() as c_int, c"pg_rowversion".as_ptr());
-        }
-    }
+    let report = Report::new(PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION, message.into(), None, None);
+    PallocReport::from(report).emit(pgrx::PgLogLevel::NOTICE, std::panic::Location::caller());
 }
 
 // Declared here, unguarded, on purpose: pgrx's guarded bindings would turn the `ERROR` into a
@@ -196,7 +186,17 @@ impl PallocReport {
                     errtablecol(rel, c_int::from(attnum));
                     pg_sys::relation_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
                 }
+                // Below ERROR, errfinish ends with CHECK_FOR_INTERRUPTS(), whose ERROR (a
+                // cancel, statement_timeout) would jump over the caller's Rust frames: held
+                // until the caller returns to Postgres, which then sees the interrupt.
+                let below_error = (level as c_int) < pgrx::PgLogLevel::ERROR as c_int;
+                if below_error {
+                    pg_sys::InterruptHoldoffCount += 1;
+                }
                 errfinish(file, location.line() as c_int, c"pg_rowversion".as_ptr());
+                if below_error {
+                    pg_sys::InterruptHoldoffCount -= 1;
+                }
             }
         }
     }

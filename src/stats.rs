@@ -75,7 +75,8 @@ const FREED: u64 = u64::MAX;
 struct Header {
     /// Slots holding a table.
     used: AtomicUsize,
-    /// Events of tables that found no room since the last reset of all tables.
+    /// Events of tables (of any database) that found no room since the last reset of all
+    /// tables (in any database).
     uncounted: AtomicU64,
 }
 
@@ -241,6 +242,10 @@ fn locked<T>(f: impl FnOnce() -> T) -> T {
 /// The slot of `key`, claimed for it if it has none and there is room.
 fn claim(header: &'static Header, slots: &'static [Slot], key: u64) -> Option<&'static Slot> {
     find(slots, key).or_else(|| {
+        // Full: no lock taken for every row of a table without a slot.
+        if header.used.load(Ordering::Relaxed) >= CONFLICT_STATS_MAX.get() as usize {
+            return None;
+        }
         locked(|| {
             if let Some(slot) = find(slots, key) {
                 return Some(slot);
@@ -374,13 +379,32 @@ fn exists(key: u64) -> bool {
     }
 }
 
+/// Whether a table of the current database that the catalog does not show may be one that an
+/// uncommitted transaction is creating (and writing): its creator holds a lock on it.
+fn being_created(key: u64) -> bool {
+    let (database, table) = ((key >> 32) as u32, pg_sys::Oid::from(key as u32));
+    // SAFETY: MyDatabaseId is the backend's database; a lock on a relation OID may be tried
+    // whether or not the relation exists, and is released at once.
+    unsafe {
+        if database != u32::from(pg_sys::MyDatabaseId) {
+            return false;
+        }
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        if !pg_sys::ConditionalLockRelationOid(table, lock) {
+            return true;
+        }
+        pg_sys::UnlockRelationOid(table, lock);
+        false
+    }
+}
+
 /// Gives back the slots of dropped tables (of the current database) and of dropped databases.
 /// The catalog is asked without the lock; a slot is freed under it, if it still holds the key
 /// found gone.
 fn free_dropped(header: &'static Header, slots: &'static [Slot]) {
     for slot in slots {
         let key = slot.key.load(Ordering::Acquire);
-        if matches!(key, FREE | FREED) || exists(key) {
+        if matches!(key, FREE | FREED) || exists(key) || being_created(key) {
             continue;
         }
         locked(|| {
@@ -392,10 +416,33 @@ fn free_dropped(header: &'static Header, slots: &'static [Slot]) {
     }
 }
 
+/// Whether the current role sees the counters of table `relid`: it exists, and the role holds
+/// a privilege on it or on one of its columns (`all`: a member of `pg_read_all_stats`).
+///
+/// # Safety
+/// Inside a transaction.
+unsafe fn visible(relid: pg_sys::Oid, all: bool) -> bool {
+    // SAFETY: catalog checks for the current user; a missing relation is reported, not raised.
+    unsafe {
+        let user = pg_sys::GetUserId();
+        let mask =
+            (pg_sys::ACL_SELECT | pg_sys::ACL_INSERT | pg_sys::ACL_UPDATE | pg_sys::ACL_REFERENCES) as pg_sys::AclMode;
+        let mut missing = false;
+        let table = pg_sys::pg_class_aclcheck_ext(relid, user, mask, &mut missing);
+        if missing {
+            return false;
+        }
+        all || table == pg_sys::AclResult::ACLCHECK_OK
+            || pg_sys::pg_attribute_aclcheck_all(relid, user, mask, pg_sys::AclMaskHow::ACLMASK_ANY)
+                == pg_sys::AclResult::ACLCHECK_OK
+    }
+}
+
 v1_function! {
-    /// `rowversion.conflict_counts()`: the counters of the current database's tables, one row per
-    /// table counted since the server started or the last reset (a table dropped since
-    /// included), for the `rowversion.conflict_stats` view; a WARNING when tables found no room.
+    /// `rowversion.conflict_counts()`: the counters of the current database's tables that the
+    /// current role may see (see [`visible`]), one row per table counted since the server
+    /// started or the last reset, for the `rowversion.conflict_stats` view; a WARNING when
+    /// tables (of any database) found no room.
     /// Returns its rows in materialize mode.
     pg_finfo_rowversion_conflict_counts,
     declared ["conflict_counts() -> SETOF (oid, bigint, bigint, bigint, bigint, bigint, bigint, timestamp with time zone, timestamp with time zone)"],
@@ -420,9 +467,10 @@ v1_function! {
             let database = u64::from(u32::from(pg_sys::MyDatabaseId));
             pg_sys::InitMaterializedSRF(args.fcinfo(), 0);
             let result = (*args.fcinfo()).resultinfo as *mut pg_sys::ReturnSetInfo;
+            let all = pg_sys::has_privs_of_role(pg_sys::GetUserId(), pg_sys::Oid::from(pg_sys::ROLE_PG_READ_ALL_STATS));
             for slot in slots {
                 let key = slot.key.load(Ordering::Acquire);
-                if matches!(key, FREE | FREED) || key >> 32 != database {
+                if matches!(key, FREE | FREED) || key >> 32 != database || !visible(pg_sys::Oid::from(key as u32), all) {
                     continue;
                 }
                 let mut values = [pg_sys::Datum::from(0); 3 + COUNTERS];

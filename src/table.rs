@@ -410,14 +410,15 @@ impl Table {
                     vec![jsonb, jsonb, int8],
                 )
             }
-            // In observe mode a stale version is let through: the row's version and its key as a
-            // row of the table's type come back for the log (src/observe.rs).
+            // In observe mode a stale version is let through (a newer one is no version the row
+            // had: refused as in every mode): the row's version and its key as a row of the
+            // table's type come back for the log (src/observe.rs).
             Statement::Delete => {
                 let observing = self.versioning.as_ref().is_some_and(|v| v.observing);
-                let check = if observing { String::new() } else { format!(" AND t.{v} OPERATOR(pg_catalog.=) $2") };
+                let check = if observing { ">=" } else { "=" };
                 (
                     format!(
-                        "DELETE FROM {only}{t} AS t WHERE {keys}{check}
+                        "DELETE FROM {only}{t} AS t WHERE {keys} AND t.{v} OPERATOR(pg_catalog.{check}) $2
                          RETURNING t.{v}::pg_catalog.int8, pg_catalog.jsonb_populate_record(NULL::{t}, $1)"
                     ),
                     vec![jsonb, int8],

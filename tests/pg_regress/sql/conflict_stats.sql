@@ -81,6 +81,7 @@ SELECT rowversion.update('counted_functions', '{"id": 1}', 1, '{"n": 2}');
 SELECT * FROM rowversion.try_update('counted_functions', '{"id": 1}', 1, '{"n": 3}');
 SELECT rowversion.delete('counted_functions', '{"id": 2}', 5);
 SELECT rowversion.update_many('counted_functions', '[{"key": {"id": 2}, "version": 1, "changes": {"n": 4}}]');
+SELECT rowversion.delete('counted_functions', '{"id": 2}', 2);
 SELECT checked, conflicts FROM rowversion.conflict_stats WHERE rel = 'counted_functions'::regclass;
 -- Merge mode: merged writes, and refusals (a try_update() skip once).
 CREATE TABLE counted_merge (id int PRIMARY KEY, a int, b int);
@@ -107,6 +108,7 @@ CREATE ROLE stats_reader;
 GRANT SELECT (id) ON counted_fast TO stats_reader;
 SET ROLE stats_reader;
 SELECT rel, conflicts FROM rowversion.conflict_stats ORDER BY rel::text;
+SELECT relid::regclass, conflicts FROM rowversion.conflict_counts() ORDER BY 1::text;
 -- Resetting is for superusers, as pg_stat_reset() is, unless granted.
 SELECT rowversion.conflict_stats_reset('counted_fast');
 RESET ROLE;

@@ -48,6 +48,8 @@ SELECT rowversion.update_many('observed', '[{"key": {"id": 2}, "version": 1, "ch
 INSERT INTO observed VALUES (3, 300, 'Green', NULL, NULL);
 UPDATE observed SET price = 310, version = 1 WHERE id = 3;
 SELECT rowversion.delete('observed', '{"id": 3}', 1);
+-- A version newer than the row's is no version it had: refused in every mode.
+SELECT rowversion.delete('observed', '{"id": 2}', 99);
 SELECT id, price, description, street, city, version FROM observed ORDER BY id;
 -- changed_since() reads the record of observe mode as of merge mode.
 SELECT * FROM rowversion.changed_since('observed', '{"id": 1}', 1);
