@@ -821,11 +821,13 @@ v1_function! {
             // Counted as the trigger counts (src/stats.rs), once per row: a row's check
             // repeated by EvalPlanQual (in_recheck) is not counted again. A MERGE action evaluated again after waiting for a concurrent writer runs in the
             // statement's own plan, with the join's row id (see lock_row): the same row again.
-            let row = args.datum(3).map(|row_id| {
-                let tid = &*(row_id.cast_mut_ptr::<pg_sys::ItemPointerData>());
-                (u64::from(tid.ip_blkid.bi_hi) << 32) | (u64::from(tid.ip_blkid.bi_lo) << 16) | u64::from(tid.ip_posid)
+            let merge_row = argument.merge_action.then(|| {
+                let row = args.datum(3).map(|row_id| {
+                    let tid = &*(row_id.cast_mut_ptr::<pg_sys::ItemPointerData>());
+                    (u64::from(tid.ip_blkid.bi_hi) << 32) | (u64::from(tid.ip_blkid.bi_lo) << 16) | u64::from(tid.ip_posid)
+                });
+                (relid, row)
             });
-            let merge_row = argument.merge_action.then_some((relid, row));
             let merge_repeat = merge_row.is_some() && LAST_MERGE_ROW == merge_row;
             if argument.merge_action {
                 LAST_MERGE_ROW = merge_row;

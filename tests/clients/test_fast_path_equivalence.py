@@ -211,13 +211,14 @@ def statement(rng, generated, k=None, nulls=True, only=None, merging=False):
                               f"RETURNING id, note, hits, version"),
             ("stale", lambda: f"UPDATE {t} SET hits = hits + 1, version = version - 2 WHERE id = {k} "
                               f"RETURNING id, note, hits, version"),
-            ("enable", lambda: f"SELECT rowversion.enable('{t}', conflicts => 'merge')"),
-            ("enable", lambda: f"SELECT rowversion.enable('{t}', mode => 'strict', ignore_columns => '{ignored}', "
-                               f"conflicts => 'merge')"),
-            # Observe mode lets through what reject mode refuses for a versioning reason.
-            ("enable", lambda: f"SELECT rowversion.enable('{t}', conflicts => 'observe')"),
-            ("enable", lambda: f"SELECT rowversion.enable('{t}', mode => 'strict', ignore_columns => '{ignored}', "
-                               f"conflicts => 'observe')"),
+        ] + [
+            # Merge mode, and observe mode, which lets through what reject mode refuses for a
+            # versioning reason.
+            kind for c in ("merge", "observe") for kind in (
+                ("enable", lambda c=c: f"SELECT rowversion.enable('{t}', conflicts => '{c}')"),
+                ("enable", lambda c=c: f"SELECT rowversion.enable('{t}', mode => 'strict', "
+                                       f"ignore_columns => '{ignored}', conflicts => '{c}')"),
+            )
         ]
     if generated:
         kinds += [
