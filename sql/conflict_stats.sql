@@ -10,6 +10,7 @@ CREATE FUNCTION rowversion.conflict_counts(
     OUT observed bigint,
     OUT observed_mergeable bigint,
     OUT version_required bigint,
+    OUT replication_conflicts bigint,
     OUT last_conflict timestamptz,
     OUT stats_reset timestamptz
 ) RETURNS SETOF record
@@ -24,11 +25,12 @@ COMMENT ON FUNCTION rowversion.conflict_counts() IS
 CREATE VIEW rowversion.conflict_stats AS
 SELECT s.relid::pg_catalog.regclass AS rel,
        s.checked, s.conflicts, s.merged, s.observed, s.observed_mergeable, s.version_required,
+       s.replication_conflicts,
        s.last_conflict, s.stats_reset
 FROM rowversion.conflict_counts() s;
 
 COMMENT ON VIEW rowversion.conflict_stats IS
-'Per table: rows written with a stated version (checked), stale ones refused (conflicts), accepted by merge (merged), let through by observe mode (observed, of which merge would have accepted observed_mergeable), strict-mode refusals (version_required), the last of those, and when counting began or was reset';
+'Per table: rows written with a stated version (checked), stale ones refused (conflicts), accepted by merge (merged), let through by observe mode (observed, of which merge would have accepted observed_mergeable), strict-mode refusals (version_required), rows from another node decided by multi_node (replication_conflicts), the last of those, and when counting began or was reset';
 
 GRANT SELECT ON rowversion.conflict_stats TO PUBLIC;
 

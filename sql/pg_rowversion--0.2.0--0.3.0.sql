@@ -16,13 +16,14 @@ CREATE FUNCTION rowversion.enable(
     mode text DEFAULT 'lenient',
     ignore_columns name[] DEFAULT '{}',
     conflicts text DEFAULT 'reject',
-    merge_groups jsonb DEFAULT '[]'
+    merge_groups jsonb DEFAULT '[]',
+    multi_node boolean DEFAULT false
 ) RETURNS void
 LANGUAGE c VOLATILE STRICT
 AS 'MODULE_PATHNAME', 'enable_wrapper';
 
-COMMENT ON FUNCTION rowversion.enable(regclass, name, text, name[], text, jsonb) IS
-'Puts a table under version control: adds the version column if missing and installs the trigger "rowversion"; an UPDATE of ignore_columns only does not count as a change; conflicts => ''merge'' accepts a stale UPDATE whose changed columns (widened to their merge group) did not change since the version it states; conflicts => ''observe'' lets every stale or version-less UPDATE through, counting and logging each';
+COMMENT ON FUNCTION rowversion.enable(regclass, name, text, name[], text, jsonb, boolean) IS
+'Puts a table under version control: adds the version column if missing and installs the trigger "rowversion"; an UPDATE of ignore_columns only does not count as a change; conflicts => ''merge'' accepts a stale UPDATE whose changed columns (widened to their merge group) did not change since the version it states; conflicts => ''observe'' lets every stale or version-less UPDATE through, counting and logging each; multi_node => true decides rows arriving from another node that writes the table too (trigger "rowversion_replication") and records the losers';
 
 CREATE FUNCTION rowversion.merge_groups(rel regclass, tgqual pg_node_tree) RETURNS jsonb
 LANGUAGE c STABLE STRICT
@@ -31,7 +32,57 @@ AS 'MODULE_PATHNAME', 'rowversion_merge_groups';
 COMMENT ON FUNCTION rowversion.merge_groups(regclass, pg_node_tree) IS
 'The merge groups named in the WHEN clause of a trigger that rowversion.enable() created, as a JSON array of arrays of column names';
 
--- rowversion.tables gains conflicts and merge_groups (appended: CREATE OR REPLACE VIEW).
+-- Multi-node writes (#25), before the view below, which names the trigger function.
+-- Tables written on several nodes that replicate to each other (src/replication.rs):
+-- rowversion.enable(..., multi_node => true) installs this trigger, enabled ALWAYS so that it
+-- also fires in logical replication's apply worker, with the version column and the write
+-- column named in its WHEN clause.
+CREATE FUNCTION rowversion.replication_trigger() RETURNS trigger
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'rowversion_replication_trigger';
+
+COMMENT ON FUNCTION rowversion.replication_trigger() IS
+'Stamps the rows of a multi_node table and decides rows arriving from another node that were not written on the local row; install it with rowversion.enable(..., multi_node => true)';
+
+-- One row per image that lost a replication conflict on this node, with the image that was
+-- kept. Per node: not replicated (the apply worker writes it under the remote transaction's
+-- origin, which a subscription with origin = none does not send back), not in pg_dump. The
+-- trigger writes it as the table's owner; nobody else has any privilege on it.
+CREATE TABLE rowversion.replication_conflict_log (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    rel oid NOT NULL,
+    kept_version bigint NOT NULL,
+    lost_version bigint NOT NULL,
+    kept_node bigint,
+    lost_node bigint,
+    kept_written_at timestamptz,
+    lost_written_at timestamptz,
+    decided_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    lost_write bytea NOT NULL,
+    kept_row jsonb NOT NULL,
+    lost_row jsonb NOT NULL
+);
+CREATE INDEX ON rowversion.replication_conflict_log (rel, lost_write);
+REVOKE ALL ON rowversion.replication_conflict_log FROM PUBLIC;
+
+-- What a role may see: the conflicts of tables it may SELECT from (whole rows are shown).
+-- Nodes are system identifiers (pg_control_system()).
+CREATE VIEW rowversion.replication_conflicts WITH (security_barrier) AS
+SELECT l.id, l.rel::pg_catalog.regclass AS rel,
+       l.kept_version, l.lost_version,
+       l.kept_node, l.lost_node,
+       l.kept_written_at, l.lost_written_at, l.decided_at,
+       l.kept_row, l.lost_row
+FROM rowversion.replication_conflict_log l
+WHERE pg_catalog.has_table_privilege(l.rel, 'SELECT');
+
+COMMENT ON VIEW rowversion.replication_conflicts IS
+'Row images that lost a replication conflict on this node (multi_node tables), with the image kept, both versions, the system identifiers of the nodes that wrote them and when, for the tables the current role may SELECT from';
+
+GRANT SELECT ON rowversion.replication_conflicts TO PUBLIC;
+
+-- rowversion.tables gains conflicts, merge_groups and multi_node (appended: CREATE OR
+-- REPLACE VIEW).
 CREATE OR REPLACE VIEW rowversion.tables AS
 SELECT t.tgrelid::pg_catalog.regclass AS rel,
        c.version_column,
@@ -41,14 +92,18 @@ SELECT t.tgrelid::pg_catalog.regclass AS rel,
        CASE WHEN t.tgnargs OPERATOR(pg_catalog.>) 1
             THEN pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), '\000', 2)
             ELSE 'reject' END AS conflicts,
-       rowversion.merge_groups(t.tgrelid, t.tgqual) AS merge_groups
+       rowversion.merge_groups(t.tgrelid, t.tgqual) AS merge_groups,
+       EXISTS (SELECT FROM pg_catalog.pg_trigger r
+               WHERE r.tgrelid OPERATOR(pg_catalog.=) t.tgrelid
+                 AND r.tgname OPERATOR(pg_catalog.=) 'rowversion_replication'
+                 AND r.tgfoid OPERATOR(pg_catalog.=) 'rowversion.replication_trigger()'::pg_catalog.regprocedure) AS multi_node
 FROM pg_catalog.pg_trigger t
 CROSS JOIN LATERAL rowversion.trigger_columns(t.tgrelid, t.tgqual) c
 WHERE t.tgfoid = 'rowversion.version_trigger()'::pg_catalog.regprocedure
   AND t.tgparentid = 0;
 
 COMMENT ON VIEW rowversion.tables IS
-'Versioned tables: version column, mode (lenient or strict), whether the trigger fires in ordinary sessions, the columns whose updates alone do not count, how a stale UPDATE is decided (reject or merge) and the merge groups';
+'Versioned tables: version column, mode (lenient or strict), whether the trigger fires in ordinary sessions, the columns whose updates alone do not count, how a stale UPDATE is decided (reject, merge or observe), the merge groups, and whether rows from other nodes are decided (multi_node)';
 
 -- For a merge screen: which columns of a row changed since a version.
 CREATE FUNCTION rowversion.changed_since(rel regclass, key jsonb, since bigint)
@@ -69,6 +124,7 @@ CREATE FUNCTION rowversion.conflict_counts(
     OUT observed bigint,
     OUT observed_mergeable bigint,
     OUT version_required bigint,
+    OUT replication_conflicts bigint,
     OUT last_conflict timestamptz,
     OUT stats_reset timestamptz
 ) RETURNS SETOF record
@@ -83,11 +139,12 @@ COMMENT ON FUNCTION rowversion.conflict_counts() IS
 CREATE VIEW rowversion.conflict_stats AS
 SELECT s.relid::pg_catalog.regclass AS rel,
        s.checked, s.conflicts, s.merged, s.observed, s.observed_mergeable, s.version_required,
+       s.replication_conflicts,
        s.last_conflict, s.stats_reset
 FROM rowversion.conflict_counts() s;
 
 COMMENT ON VIEW rowversion.conflict_stats IS
-'Per table: rows written with a stated version (checked), stale ones refused (conflicts), accepted by merge (merged), let through by observe mode (observed, of which merge would have accepted observed_mergeable), strict-mode refusals (version_required), the last of those, and when counting began or was reset';
+'Per table: rows written with a stated version (checked), stale ones refused (conflicts), accepted by merge (merged), let through by observe mode (observed, of which merge would have accepted observed_mergeable), strict-mode refusals (version_required), rows from another node decided by multi_node (replication_conflicts), the last of those, and when counting began or was reset';
 
 GRANT SELECT ON rowversion.conflict_stats TO PUBLIC;
 

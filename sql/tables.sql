@@ -29,14 +29,18 @@ SELECT t.tgrelid::pg_catalog.regclass AS rel,
        CASE WHEN t.tgnargs OPERATOR(pg_catalog.>) 1
             THEN pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), '\000', 2)
             ELSE 'reject' END AS conflicts,
-       rowversion.merge_groups(t.tgrelid, t.tgqual) AS merge_groups
+       rowversion.merge_groups(t.tgrelid, t.tgqual) AS merge_groups,
+       EXISTS (SELECT FROM pg_catalog.pg_trigger r
+               WHERE r.tgrelid OPERATOR(pg_catalog.=) t.tgrelid
+                 AND r.tgname OPERATOR(pg_catalog.=) 'rowversion_replication'
+                 AND r.tgfoid OPERATOR(pg_catalog.=) 'rowversion.replication_trigger()'::pg_catalog.regprocedure) AS multi_node
 FROM pg_catalog.pg_trigger t
 CROSS JOIN LATERAL rowversion.trigger_columns(t.tgrelid, t.tgqual) c
 WHERE t.tgfoid = 'rowversion.version_trigger()'::pg_catalog.regprocedure
   AND t.tgparentid = 0;
 
 COMMENT ON VIEW rowversion.tables IS
-'Versioned tables: version column, mode (lenient or strict), whether the trigger fires in ordinary sessions, the columns whose updates alone do not count, how a stale UPDATE is decided (reject or merge) and the merge groups';
+'Versioned tables: version column, mode (lenient or strict), whether the trigger fires in ordinary sessions, the columns whose updates alone do not count, how a stale UPDATE is decided (reject, merge or observe), the merge groups, and whether rows from other nodes are decided (multi_node)';
 
 GRANT USAGE ON SCHEMA rowversion TO PUBLIC;
 GRANT SELECT ON rowversion.tables TO PUBLIC;

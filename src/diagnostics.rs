@@ -31,6 +31,8 @@ pub enum DiagnosticsError {
     NoSuchRow { table: String, key: String },
     #[error("the row of \"{table}\" with key {key} is in foreign table \"{foreign}\"")]
     ForeignRow { table: String, key: String, foreign: String },
+    #[error("the row of \"{table}\" with key {key} is not stored in this database")]
+    RemoteRow { table: String, key: String },
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error(transparent)]
@@ -61,6 +63,10 @@ impl From<DiagnosticsError> for Report {
             DiagnosticsError::ForeignRow { .. } => (
                 PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
                 "A foreign table's rows are locked on its own server; ask that server.",
+            ),
+            DiagnosticsError::RemoteRow { .. } => (
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                "The query returned the row from another node (a Citus distributed table's shard, say): ask that node, with the shard's name.",
             ),
         };
         Report::new(code, error.to_string(), None, Some(hint.into()))
@@ -117,6 +123,16 @@ v1_function! {
     }
 }
 
+unsafe extern "C-unwind" {
+    /// pg_inherits.h, not in pgrx's bindings: a table and all its partitions and inheritance
+    /// children, as a List of OIDs.
+    fn find_all_inheritors(
+        parent: pg_sys::Oid,
+        lockmode: pg_sys::LOCKMODE,
+        parents: *mut *mut pg_sys::List,
+    ) -> *mut pg_sys::List;
+}
+
 /// The locks on the row of `relid` with primary key `key` (a jsonb Datum).
 ///
 /// # Safety
@@ -150,6 +166,23 @@ unsafe fn locks_on_row(relid: pg_sys::Oid, key: pg_sys::Datum) -> Result<Vec<Row
         table: table.relation.display.clone(),
         key: key.document.to_text(key::KEY_CHARS_SHOWN),
     })?;
+    // The row must come from the table or one of its partitions or inheritance children: an
+    // extension that runs the query elsewhere (Citus returns a shard's OID from a worker)
+    // names a relation that is not here, or is another one.
+    // SAFETY: find_all_inheritors returns a palloc'd List of OIDs, the table's first; the
+    // query locked every one of them.
+    let here = unsafe {
+        let family = pg_sys::ffi::pg_guard_ffi_boundary(|| {
+            find_all_inheritors(relid, pg_sys::NoLock as pg_sys::LOCKMODE, std::ptr::null_mut())
+        });
+        crate::node::cells(family).iter().any(|cell| cell.oid_value == partition)
+    };
+    if !here {
+        return Err(DiagnosticsError::RemoteRow {
+            table: table.relation.display.clone(),
+            key: key.document.to_text(key::KEY_CHARS_SHOWN),
+        });
+    }
     // SAFETY: catalog lookups of the relation the row was just read from.
     if unsafe { pg_sys::get_rel_relkind(partition) } != b'r' as std::ffi::c_char {
         return Err(DiagnosticsError::ForeignRow {

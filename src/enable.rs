@@ -19,6 +19,7 @@ use crate::encoding;
 use crate::fmgr::v1_function;
 use crate::identity::as_owner;
 use crate::merge::RECORD_COLUMN;
+use crate::replication::{self, WRITE_COLUMN};
 use crate::report::{self, Report};
 use crate::table::{self, utf8};
 use crate::version_column::{Conflicts, Mode, VersionType};
@@ -50,8 +51,8 @@ pub enum EnableError {
     GeneratedColumn { table: String, column: String, kind: &'static str },
     #[error("column \"{column}\" of table \"{table}\" is a generated column, which cannot be ignored")]
     GeneratedIgnored { table: String, column: String },
-    #[error("trigger \"rowversion\" on table \"{table}\" is not pg_rowversion's")]
-    TriggerNameTaken { table: String },
+    #[error("trigger \"{trigger}\" on table \"{table}\" is not pg_rowversion's")]
+    TriggerNameTaken { table: String, trigger: &'static str },
     #[error("table \"{table}\" is a partition of versioned table \"{parent}\"")]
     InheritedFromParent { table: String, parent: String },
     #[error("invalid conflicts \"{0}\"")]
@@ -64,8 +65,10 @@ pub enum EnableError {
     MergeGroupsWithoutMerge,
     #[error("column \"{column}\" cannot be in merge_groups: it is {what}")]
     NotMergeable { column: String, what: &'static str },
-    #[error("column \"{column}\" of table \"{table}\" has type {type_name}; merge mode keeps its record in a bytea column of that name")]
-    RecordColumnType { table: String, column: String, type_name: String },
+    #[error("column \"{column}\" of table \"{table}\" has type {type_name}; {what} in a bytea column of that name")]
+    RecordColumnType { table: String, column: String, type_name: String, what: &'static str },
+    #[error("column \"{column}\" cannot be {role}: it is pg_rowversion's write column of multi_node")]
+    WriteColumnReserved { column: String, role: &'static str },
     #[error("catalog query failed: {0}")]
     Spi(#[from] pgrx::spi::SpiError),
 }
@@ -83,6 +86,7 @@ impl EnableError {
             | Self::MergeGroupsWithoutMerge
             | Self::NotMergeable { .. }
             | Self::VersionIgnored { .. }
+            | Self::WriteColumnReserved { .. }
             | Self::GeneratedIgnored { .. }
             | Self::TooManyIgnored(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             Self::NoSuchColumn { .. } => PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
@@ -109,8 +113,8 @@ impl EnableError {
                 "A merge group lists columns that count as one: not the version column, an ignored, generated or record column, and each column in one group only."
                     .into(),
             ),
-            Self::RecordColumnType { .. } => {
-                Some(format!("Rename that column, or drop it if it is an old record; enable() adds \"{RECORD_COLUMN}\" as bytea."))
+            Self::RecordColumnType { column, .. } => {
+                Some(format!("Rename that column, or drop it if it is an old record; enable() adds \"{column}\" as bytea."))
             }
             Self::VersionIgnored { .. } => Some(
                 "ignore_columns lists columns whose updates alone do not move the version; the version column always counts."
@@ -127,8 +131,8 @@ impl EnableError {
                 "An UPDATE never sets a generated column: it counts as changed when a column it is computed from is set."
                     .into(),
             ),
-            Self::TriggerNameTaken { .. } => Some(format!(
-                "Rename or drop that trigger; pg_rowversion installs its own as \"{TRIGGER_NAME}\"."
+            Self::TriggerNameTaken { trigger, .. } => Some(format!(
+                "Rename or drop that trigger; pg_rowversion installs its own as \"{trigger}\"."
             )),
             Self::InheritedFromParent { parent, .. } => Some(format!(
                 "Versioning of a partition follows its parent: enable or disable \"{parent}\"."
@@ -147,12 +151,13 @@ impl From<EnableError> for Report {
 v1_function! {
     /// `rowversion.enable(rel regclass, version_column name DEFAULT 'version', mode text DEFAULT
     /// 'lenient', ignore_columns name[] DEFAULT '{}', conflicts text DEFAULT 'reject',
-    /// merge_groups jsonb DEFAULT '[]')`, STRICT. Older declarations, which a database runs
+    /// merge_groups jsonb DEFAULT '[]', multi_node boolean DEFAULT false)`, STRICT. Older
+    /// declarations, which a database runs
     /// until ALTER EXTENSION UPDATE, stop earlier: 0.1.0's after `mode`, 0.2.0's after
     /// `ignore_columns`. (The symbol keeps the name pgrx gave it in 0.1.0.)
     pg_finfo_enable_wrapper,
     declared [
-        "enable(regclass, name, text, name[], text, jsonb) -> void",
+        "enable(regclass, name, text, name[], text, jsonb, boolean) -> void",
         "enable(regclass, name, text, name[]) -> void",
         "enable(regclass, name, text) -> void",
     ],
@@ -172,7 +177,13 @@ v1_function! {
                 Some(text) => encoding::cstr_from_server_lossy(pg_sys::text_to_cstring(text.cast_mut_ptr())),
                 None => Conflicts::Reject.as_str().into(),
             };
-            let options = Options { mode: &mode, ignore: &ignore, conflicts: &conflicts, merge_groups: args.datum(5) };
+            let options = Options {
+                mode: &mode,
+                ignore: &ignore,
+                conflicts: &conflicts,
+                merge_groups: args.datum(5),
+                multi_node: args.datum(6).is_some_and(|d| d.value() != 0),
+            };
             Spi::connect_mut(|client| enable_table(client, rel, &column, options)).map(|()| None)
         }
     }
@@ -250,16 +261,39 @@ fn owned_table(client: &mut SpiClient<'_>, rel: pg_sys::Oid) -> Result<Table, En
     Ok(Table { oid: rel, display: relation.display, quoted: relation.quoted, owner: relation.owner })
 }
 
-fn installed_trigger(client: &mut SpiClient<'_>, table: &Table) -> Result<Installed, EnableError> {
+/// Our triggers: the version trigger, and the replication trigger of `multi_node`.
+#[derive(Clone, Copy)]
+enum Trigger {
+    Version,
+    Replication,
+}
+
+impl Trigger {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Version => TRIGGER_NAME,
+            Self::Replication => replication::TRIGGER_NAME,
+        }
+    }
+
+    fn function(self) -> &'static str {
+        match self {
+            Self::Version => "rowversion.version_trigger()",
+            Self::Replication => "rowversion.replication_trigger()",
+        }
+    }
+}
+
+fn installed_trigger(client: &mut SpiClient<'_>, table: &Table, trigger: Trigger) -> Result<Installed, EnableError> {
     let row = client
         .select(
-            "SELECT t.tgfoid OPERATOR(pg_catalog.=) 'rowversion.version_trigger()'::pg_catalog.regprocedure::pg_catalog.oid,
+            "SELECT t.tgfoid OPERATOR(pg_catalog.=) pg_catalog.to_regprocedure($3)::pg_catalog.oid,
                     pg_catalog.convert_to(parent.tgrelid::pg_catalog.regclass::pg_catalog.text, 'UTF8')
              FROM pg_catalog.pg_trigger t
              LEFT JOIN pg_catalog.pg_trigger parent ON parent.oid OPERATOR(pg_catalog.=) t.tgparentid
              WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 AND t.tgname OPERATOR(pg_catalog.=) $2::pg_catalog.name",
             Some(1),
-            &[table.oid.into(), TRIGGER_NAME.into()],
+            &[table.oid.into(), trigger.name().into(), trigger.function().into()],
         )?
         .first();
     if row.is_empty() {
@@ -291,6 +325,7 @@ struct Options<'a> {
     conflicts: &'a str,
     /// A jsonb Datum of the call, `None` under older declarations.
     merge_groups: Option<pg_sys::Datum>,
+    multi_node: bool,
 }
 
 fn enable_table(
@@ -304,12 +339,28 @@ fn enable_table(
         Conflicts::parse(options.conflicts).ok_or_else(|| EnableError::InvalidConflicts(options.conflicts.into()))?;
     let ignore = options.ignore;
     let table = owned_table(client, rel)?;
-    match installed_trigger(client, &table)? {
-        Installed::None | Installed::Ours => {}
-        Installed::Inherited { parent } => {
-            return Err(EnableError::InheritedFromParent { table: table.display, parent })
+    for trigger in [Trigger::Version, Trigger::Replication] {
+        match installed_trigger(client, &table, trigger)? {
+            Installed::None | Installed::Ours => {}
+            Installed::Inherited { parent } => {
+                return Err(EnableError::InheritedFromParent { table: table.display, parent })
+            }
+            Installed::Foreign => {
+                return Err(EnableError::TriggerNameTaken { table: table.display, trigger: trigger.name() })
+            }
         }
-        Installed::Foreign => return Err(EnableError::TriggerNameTaken { table: table.display }),
+    }
+    if options.multi_node {
+        let reserved = if column == WRITE_COLUMN {
+            Some("the version column")
+        } else if ignore.iter().any(|name| name == WRITE_COLUMN) {
+            Some("ignored")
+        } else {
+            None
+        };
+        if let Some(role) = reserved {
+            return Err(EnableError::WriteColumnReserved { column: WRITE_COLUMN.into(), role });
+        }
     }
 
     let quoted_column = quote_identifier(column);
@@ -373,7 +424,7 @@ fn enable_table(
         if column == RECORD_COLUMN || ignored.iter().any(|&name| name == RECORD_COLUMN) {
             return Err(EnableError::NotMergeable { column: RECORD_COLUMN.into(), what: "the record column" });
         }
-        record_column(client, &table)?;
+        bytea_column(client, &table, RECORD_COLUMN, "merge mode keeps its record")?;
         when.push_str(&format!("NEW.{} IS NOT NULL OR ", quote_identifier(RECORD_COLUMN)));
         for group in &groups {
             let members: Vec<String> = group.iter().map(|name| format!("NEW.{}", quote_identifier(name))).collect();
@@ -388,6 +439,24 @@ fn enable_table(
         table = table.quoted,
     );
     client.update(&encoding::to_server(&trigger), None, &[])?;
+    if options.multi_node {
+        // Enabled ALWAYS: it fires in the apply worker too (src/replication.rs). Named after
+        // the version trigger, it fires after it and sees the new version.
+        bytea_column(client, &table, WRITE_COLUMN, "multi_node keeps its write stamps")?;
+        let trigger = format!(
+            "CREATE OR REPLACE TRIGGER {name} BEFORE INSERT OR UPDATE ON {table}
+             FOR EACH ROW WHEN (NEW.{quoted_column} IS NULL OR NEW.{write} IS NOT NULL OR true)
+             EXECUTE FUNCTION rowversion.replication_trigger()",
+            name = replication::TRIGGER_NAME,
+            table = table.quoted,
+            write = quote_identifier(WRITE_COLUMN),
+        );
+        client.update(&encoding::to_server(&trigger), None, &[])?;
+        let always = format!("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}", table.quoted, replication::TRIGGER_NAME);
+        client.update(&encoding::to_server(&always), None, &[])?;
+    } else {
+        drop_replication_trigger(client, &table)?;
+    }
     // Versioning is per table: a plain table's inheritance children are tables of their own
     // (the trigger does not fire for their rows, the checked functions use ONLY). Partitions
     // share their parent's trigger.
@@ -507,6 +576,9 @@ fn merge_groups(
         if name == RECORD_COLUMN {
             return Err(EnableError::NotMergeable { column: name, what: "the record column" });
         }
+        if name == WRITE_COLUMN {
+            return Err(EnableError::NotMergeable { column: name, what: "the write column of multi_node" });
+        }
         if generated_column(client, table, &name)? {
             return Err(EnableError::NotMergeable { column: name, what: "a generated column" });
         }
@@ -519,21 +591,21 @@ fn merge_groups(
     Ok(groups)
 }
 
-/// The record column of merge mode ([`RECORD_COLUMN`], `bytea`), added when missing.
-fn record_column(client: &mut SpiClient<'_>, table: &Table) -> Result<(), EnableError> {
-    let existing =
-        client.select(COLUMN_BY_NAME, Some(1), &[table.oid.into(), RECORD_COLUMN.as_bytes().into()])?.first();
+/// A column of the extension's (merge mode's record [`RECORD_COLUMN`], multi_node's
+/// [`WRITE_COLUMN`]), `bytea`, added when missing; `what` it keeps, for the error.
+fn bytea_column(client: &mut SpiClient<'_>, table: &Table, name: &str, what: &'static str) -> Result<(), EnableError> {
+    let existing = client.select(COLUMN_BY_NAME, Some(1), &[table.oid.into(), name.as_bytes().into()])?.first();
     if existing.is_empty() {
-        let add =
-            format!("ALTER TABLE {} ADD COLUMN {} pg_catalog.bytea", table.quoted, quote_identifier(RECORD_COLUMN));
+        let add = format!("ALTER TABLE {} ADD COLUMN {} pg_catalog.bytea", table.quoted, quote_identifier(name));
         client.update(&encoding::to_server(&add), None, &[])?;
     } else if existing.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid) != pg_sys::BYTEAOID
         || !existing.get::<String>(4)?.unwrap_or_default().is_empty()
     {
         return Err(EnableError::RecordColumnType {
             table: table.display.clone(),
-            column: RECORD_COLUMN.into(),
+            column: name.into(),
             type_name: utf8(existing.get::<Vec<u8>>(2)?),
+            what,
         });
     }
     Ok(())
@@ -541,10 +613,11 @@ fn record_column(client: &mut SpiClient<'_>, table: &Table) -> Result<(), Enable
 
 fn disable_table(client: &mut SpiClient<'_>, rel: pg_sys::Oid) -> Result<(), EnableError> {
     let table = owned_table(client, rel)?;
-    match installed_trigger(client, &table)? {
+    match installed_trigger(client, &table, Trigger::Version)? {
         Installed::Ours => {
             let drop = format!("DROP TRIGGER {TRIGGER_NAME} ON {}", table.quoted);
             client.update(&encoding::to_server(&drop), None, &[])?;
+            drop_replication_trigger(client, &table)?;
         }
         Installed::Inherited { parent } => {
             return Err(EnableError::InheritedFromParent { table: table.display, parent })
@@ -552,6 +625,15 @@ fn disable_table(client: &mut SpiClient<'_>, rel: pg_sys::Oid) -> Result<(), Ena
         Installed::None | Installed::Foreign => {
             report::notice(&format!("table \"{}\" is not versioned, skipping", table.display));
         }
+    }
+    Ok(())
+}
+
+/// Drops the replication trigger of `multi_node`, if the table has it; its write column stays.
+fn drop_replication_trigger(client: &mut SpiClient<'_>, table: &Table) -> Result<(), EnableError> {
+    if let Installed::Ours = installed_trigger(client, table, Trigger::Replication)? {
+        let drop = format!("DROP TRIGGER {} ON {}", replication::TRIGGER_NAME, table.quoted);
+        client.update(&encoding::to_server(&drop), None, &[])?;
     }
     Ok(())
 }

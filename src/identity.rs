@@ -1,5 +1,5 @@
-//! Running a statement as another role: the owner of the table `enable()` fills, or of the
-//! lease table the lease functions keep.
+//! Running a statement as another role: the owner of the table `enable()` fills, or of a
+//! table of the extension (the leases, the replication conflicts) that its functions keep.
 
 use pgrx::pg_sys;
 
@@ -57,4 +57,32 @@ pub fn as_role<T>(role: pg_sys::Oid, work: impl FnOnce() -> T) -> T {
     // SAFETY: undoes the above.
     unsafe { pg_sys::SetUserIdAndSecContext(caller, context) };
     result
+}
+
+/// The relation `rowversion.NAME`, which the extension's script created; InvalidOid when it is
+/// missing (then statements on it fail cleanly).
+pub fn extension_relation(name: &std::ffi::CStr) -> pg_sys::Oid {
+    // SAFETY: catalog lookups by name.
+    unsafe {
+        let schema = pg_sys::get_namespace_oid(c"rowversion".as_ptr(), true);
+        pg_sys::get_relname_relid(name.as_ptr(), schema)
+    }
+}
+
+/// The owner of the table `rowversion.NAME`, as whom the extension's functions act on it (the
+/// caller when it is missing).
+pub fn table_owner(name: &std::ffi::CStr) -> pg_sys::Oid {
+    let relid = extension_relation(name);
+    // SAFETY: RelationIdGetRelation takes no lock, and the descriptor is closed right after
+    // reading its owner.
+    unsafe {
+        let rel = pg_sys::RelationIdGetRelation(relid);
+        if rel.is_null() {
+            pg_sys::GetUserId()
+        } else {
+            let owner = (*(*rel).rd_rel).relowner;
+            pg_sys::RelationClose(rel);
+            owner
+        }
+    }
 }

@@ -20,6 +20,8 @@
 //! - [`merge_action`]: which MERGE action the trigger fires for;
 //! - [`observe`]: `conflicts => 'observe'`, would-be refusals let through and logged;
 //! - [`stats`]: the conflict counters in shared memory (`rowversion.conflict_stats`);
+//! - [`replication`]: `multi_node`, tables written on several nodes that replicate to each
+//!   other: replication conflicts decided alike on every node, the losers recorded;
 //! - [`version_column`]: which column, type and mode a trigger works on, cached per session;
 //! - [`http`]: errors, If-Match and ETag for HTTP layers (`pg_rowversion.error_mapping`);
 //! - [`report`]: raising errors that carry schema, table and column fields.
@@ -42,6 +44,7 @@ mod merge;
 mod merge_action;
 mod node;
 mod observe;
+mod replication;
 mod report;
 mod stats;
 mod table;
@@ -53,12 +56,13 @@ mod version_column;
 extension_sql_file!("../sql/bootstrap.sql", name = "schema_check", bootstrap);
 extension_sql_file!("../sql/trigger.sql", name = "trigger_function");
 extension_sql_file!("../sql/enable.sql", name = "enable_functions");
-extension_sql_file!("../sql/tables.sql", name = "tables_view", requires = ["trigger_function"]);
+extension_sql_file!("../sql/tables.sql", name = "tables_view", requires = ["trigger_function", "replication"]);
 extension_sql_file!("../sql/checked.sql", name = "checked_functions");
 extension_sql_file!("../sql/diagnostics.sql", name = "diagnostics");
 extension_sql_file!("../sql/leases.sql", name = "leases");
 extension_sql_file!("../sql/fast_path.sql", name = "fast_path");
 extension_sql_file!("../sql/conflict_stats.sql", name = "conflict_stats");
+extension_sql_file!("../sql/replication.sql", name = "replication");
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

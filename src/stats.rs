@@ -42,6 +42,9 @@ pub enum Event {
     ObservedUnversioned,
     /// An UPDATE without a version refused in strict mode.
     VersionRequired,
+    /// A row arriving from another node that was not written on the local one, decided by
+    /// `multi_node` (src/replication.rs).
+    ReplicationConflict,
 }
 
 /// The counters of a slot, in the view's column order.
@@ -51,7 +54,8 @@ const MERGED: usize = 2;
 const OBSERVED: usize = 3;
 const OBSERVED_MERGEABLE: usize = 4;
 const VERSION_REQUIRED: usize = 5;
-const COUNTERS: usize = 6;
+const REPLICATION_CONFLICTS: usize = 6;
+const COUNTERS: usize = 7;
 
 /// One table of one database. Two cache lines, so that writers of two tables never contend.
 #[repr(C, align(128))]
@@ -313,6 +317,9 @@ pub fn count(relid: pg_sys::Oid, event: Event) {
         }
         Event::VersionRequired => {
             add(VERSION_REQUIRED);
+        }
+        Event::ReplicationConflict => {
+            add(REPLICATION_CONFLICTS);
         }
     }
     // SAFETY: a plain clock read.

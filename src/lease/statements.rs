@@ -13,7 +13,7 @@ use pgrx::PgOid;
 
 use super::args::Name;
 use super::error::Result;
-use crate::identity::as_role;
+use crate::identity::{as_role, extension_relation, table_owner};
 
 /// The statements of the lease functions, run as the table's owner. Every name qualified.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -125,35 +125,9 @@ pub fn prepared(client: &SpiClient<'_>, statement: Statement) -> Result<Rc<Owned
     Ok(plan)
 }
 
-/// The relation `rowversion.NAME`, which the extension's script created.
-fn extension_relation(name: &std::ffi::CStr) -> pg_sys::Oid {
-    // SAFETY: catalog lookups by name; InvalidOid when missing (then statements fail cleanly).
-    unsafe {
-        let schema = pg_sys::get_namespace_oid(c"rowversion".as_ptr(), true);
-        pg_sys::get_relname_relid(name.as_ptr(), schema)
-    }
-}
-
-/// The owner of `rowversion.lease_state`, as whom the lease functions act on it.
-fn lease_owner() -> pg_sys::Oid {
-    let relid = extension_relation(c"lease_state");
-    // SAFETY: the relation exists while the extension does; RelationIdGetRelation takes no
-    // lock, and the descriptor is closed right after reading its owner.
-    unsafe {
-        let rel = pg_sys::RelationIdGetRelation(relid);
-        if rel.is_null() {
-            pg_sys::GetUserId()
-        } else {
-            let owner = (*(*rel).rd_rel).relowner;
-            pg_sys::RelationClose(rel);
-            owner
-        }
-    }
-}
-
 /// Runs `work` with an SPI connection as the owner of `rowversion.lease_state`.
 pub fn as_lease_owner<T>(work: impl FnOnce(&mut SpiClient<'_>) -> Result<T>) -> Result<T> {
-    as_role(lease_owner(), || Spi::connect_mut(work))
+    as_role(table_owner(c"lease_state"), || Spi::connect_mut(work))
 }
 
 /// The outcome of one attempt to take a lease.
@@ -209,7 +183,7 @@ pub fn try_take(
 pub fn next_ticket() -> Result<u32> {
     let sequence = extension_relation(c"lease_ticket");
     // SAFETY: nextval(regclass) of the extension's sequence, as its owner.
-    let ticket = as_role(lease_owner(), || unsafe {
+    let ticket = as_role(table_owner(c"lease_state"), || unsafe {
         pgrx::direct_function_call_as_datum(pg_sys::nextval_oid, &[Some(sequence.into())])
     });
     Ok(ticket.map_or(0, |d| d.value() as u32))
