@@ -24,6 +24,7 @@ CREATE TABLE rowversion.replication_conflict_log (
     lost_written_at timestamptz,
     decided_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     lost_write bytea NOT NULL,
+    lost_base bytea NOT NULL,
     kept_row jsonb NOT NULL,
     lost_row jsonb NOT NULL
 );

@@ -21,9 +21,8 @@
 //!   applied as before;
 //! - any other remote UPDATE is a conflict: the higher version wins (serial-number order),
 //!   equal versions the later stamp, then the higher system identifier. Both nodes compare the
-//!   same two images by values both carry, so both keep the same one. The loser is recorded; a
-//!   record of an image that a winning remote image was built on is removed, since nothing of
-//!   it was lost.
+//!   same two images by values both carry, so both keep the same one. The loser is recorded;
+//!   records of images either was built on are removed, since their changes live on in it.
 //!
 //! Deletes, and inserts of a key that exists, are left to Postgres (see docs/scaling-out.md).
 
@@ -261,7 +260,7 @@ unsafe fn decide(data: *mut pg_sys::TriggerData, columns: Columns) -> Result<pg_
         } else {
             ((local_row, local_version, local), (remote_row, remote_version, remote))
         };
-        record(rel, kept, lost, remote_wins.then_some(remote.base))?;
+        record(rel, kept, lost)?;
         Ok(if remote_wins { remote_row } else { std::ptr::null_mut() })
     }
 }
@@ -270,11 +269,14 @@ unsafe fn decide(data: *mut pg_sys::TriggerData, columns: Columns) -> Result<pg_
 type Image = (pg_sys::HeapTuple, i64, Lineage);
 
 /// Records `lost` (and `kept`) in `rowversion.replication_conflict_log`, and removes the
-/// record of `superseded`, the image a winning remote row was written on. The rows are turned
-/// into jsonb as the current role (the table's owner in the apply worker: a column type's
-/// output function runs with no other rights than it would in a query), the log written as its
-/// owner.
-unsafe fn record(rel: pg_sys::Relation, kept: Image, lost: Image, superseded: Option<Stamp>) -> Result<(), Report> {
+/// records of the images either was written on, and theirs in turn: an image that a node built
+/// on is not lost, its changes are in the newer image, kept or recorded. So both nodes keep
+/// the same records whatever the order their writes crossed in (tests/multi_node.sh).
+///
+/// The rows are turned into jsonb as the current role (the table's owner in the apply worker:
+/// a column type's output function runs with no other rights than it would in a query), the
+/// log written as its owner.
+unsafe fn record(rel: pg_sys::Relation, kept: Image, lost: Image) -> Result<(), Report> {
     // SAFETY: `rel` is the trigger's relation and the tuples are its rows; the composite
     // Datums are palloc'd copies of the tuples with the relation's row type, and the jsonb
     // Datums the SPI query returns stay in SPI memory while the connection is open.
@@ -311,19 +313,22 @@ unsafe fn record(rel: pg_sys::Relation, kept: Image, lost: Image, superseded: Op
                 None => DatumWithOid::null_oid(pg_sys::TIMESTAMPTZOID),
             };
             as_role(table_owner(c"replication_conflict_log"), || {
-                if let Some(superseded) = superseded {
-                    client.update(
-                        "DELETE FROM rowversion.replication_conflict_log
-                         WHERE rel OPERATOR(pg_catalog.=) $1 AND lost_write OPERATOR(pg_catalog.=) $2",
-                        None,
-                        &[relid.into(), stamp_bytes(superseded).into()],
-                    )?;
-                }
+                client.update(
+                    "WITH RECURSIVE ancestor(write) AS (
+                         VALUES ($2::pg_catalog.bytea), ($3::pg_catalog.bytea)
+                         UNION
+                         SELECT l.lost_base FROM rowversion.replication_conflict_log l, ancestor a
+                         WHERE l.rel OPERATOR(pg_catalog.=) $1 AND l.lost_write OPERATOR(pg_catalog.=) a.write)
+                     DELETE FROM rowversion.replication_conflict_log
+                     WHERE rel OPERATOR(pg_catalog.=) $1 AND lost_write IN (SELECT write FROM ancestor)",
+                    None,
+                    &[relid.into(), stamp_bytes(kept.2.base).into(), stamp_bytes(lost.2.base).into()],
+                )?;
                 client.update(
                     "INSERT INTO rowversion.replication_conflict_log
                          (rel, kept_version, lost_version, kept_node, lost_node, kept_written_at,
-                          lost_written_at, lost_write, kept_row, lost_row)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                          lost_written_at, lost_write, lost_base, kept_row, lost_row)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                     None,
                     &[
                         relid.into(),
@@ -334,6 +339,7 @@ unsafe fn record(rel: pg_sys::Relation, kept: Image, lost: Image, superseded: Op
                         timestamp(written_at(kept.2.stamp)),
                         timestamp(written_at(lost.2.stamp)),
                         stamp_bytes(lost.2.stamp).into(),
+                        stamp_bytes(lost.2.base).into(),
                         jsonb(kept_row),
                         jsonb(lost_row),
                     ],
