@@ -307,7 +307,10 @@ fn checked_delete(table: &Table, version_attnum: i16, key: JsonArg, expected: i6
         if found == expected {
             return Ok(Some(None));
         }
-        Ok(Some(Some((found, key_of_row(table, row.get_datum_by_ordinal(2)?)))))
+        // The key for the log, as a row of the table's type (Statement::KeyRow).
+        let key_row = prepared(table, Statement::KeyRow)?;
+        let key_rows = client.select(&*key_row, Some(1), &[key.arg()])?;
+        Ok(Some(Some((found, key_of_row(table, key_rows.first().get_datum_by_ordinal(1)?)))))
     })?;
     match stale {
         None => why_not(table, key, expected),

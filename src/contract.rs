@@ -8,6 +8,7 @@ use pgrx::pg_sys;
 use pgrx::spi::quote_identifier;
 use pgrx::PgSqlErrorCode;
 
+use crate::citus;
 use crate::encoding;
 use crate::node::attribute;
 use crate::report::Report;
@@ -291,11 +292,17 @@ pub unsafe fn merge_conflict(
     }
 }
 
+/// `schema.table` of `rel`; for a Citus shard on a worker, of the table the application wrote
+/// to (the error's fields still name the shard, the relation that refused the row).
 unsafe fn qualified_name(rel: pg_sys::Relation) -> String {
-    // SAFETY: `rel` is an open relation; its namespace exists while it is open.
+    // SAFETY: `rel` is an open relation; its namespace exists while it is open, and the shard's
+    // table is in the same one.
     unsafe {
         let schema = encoding::cstr_from_server_lossy(pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace));
-        let table = encoding::cstr_from_server_lossy((*(*rel).rd_rel).relname.data.as_ptr());
+        let table = match citus::table_of_shard(rel) {
+            Some(table) => encoding::cstr_from_server_lossy(pg_sys::get_rel_name(table)),
+            None => encoding::cstr_from_server_lossy((*(*rel).rd_rel).relname.data.as_ptr()),
+        };
         format!("{schema}.{table}")
     }
 }

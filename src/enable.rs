@@ -69,6 +69,10 @@ pub enum EnableError {
     RecordColumnType { table: String, column: String, type_name: String, what: &'static str },
     #[error("column \"{column}\" cannot be {role}: it is pg_rowversion's write column of multi_node")]
     WriteColumnReserved { column: String, role: &'static str },
+    #[error(
+        "table \"{table}\" is a Citus table, whose triggers Citus refuses while citus.enable_unsafe_triggers is off"
+    )]
+    CitusTriggersOff { table: String },
     #[error("catalog query failed: {0}")]
     Spi(#[from] pgrx::spi::SpiError),
 }
@@ -94,6 +98,7 @@ impl EnableError {
             Self::UnsupportedType { .. } | Self::RecordColumnType { .. } => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
             Self::GeneratedColumn { .. } => PgSqlErrorCode::ERRCODE_INVALID_COLUMN_DEFINITION,
             Self::TriggerNameTaken { .. } => PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+            Self::CitusTriggersOff { .. } => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             Self::Spi(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -134,6 +139,10 @@ impl EnableError {
             Self::TriggerNameTaken { trigger, .. } => Some(format!(
                 "Rename or drop that trigger; pg_rowversion installs its own as \"{trigger}\"."
             )),
+            Self::CitusTriggersOff { .. } => Some(
+                "Set it for the database (ALTER DATABASE ... SET citus.enable_unsafe_triggers = on): Citus then puts the trigger on every shard, and create_distributed_table() accepts a versioned table. See docs/scaling-out.md."
+                    .into(),
+            ),
             Self::InheritedFromParent { parent, .. } => Some(format!(
                 "Versioning of a partition follows its parent: enable or disable \"{parent}\"."
             )),
@@ -258,7 +267,21 @@ fn owned_table(client: &mut SpiClient<'_>, rel: pg_sys::Oid) -> Result<Table, En
     if !relation.caller_owns {
         return Err(EnableError::NotOwner { table: relation.display });
     }
+    // Citus refuses triggers on its tables unless told they are safe (XX000 otherwise); the
+    // version trigger touches only its own row, on the shard that holds it.
+    if crate::citus::is_citus_table(rel) && !citus_allows_triggers() {
+        return Err(EnableError::CitusTriggersOff { table: relation.display });
+    }
     Ok(Table { oid: rel, display: relation.display, quoted: relation.quoted, owner: relation.owner })
+}
+
+/// Whether `citus.enable_unsafe_triggers` is on.
+fn citus_allows_triggers() -> bool {
+    // SAFETY: a setting read by name, NULL when Citus has not defined it.
+    unsafe {
+        let value = pg_sys::GetConfigOption(c"citus.enable_unsafe_triggers".as_ptr(), true, false);
+        !value.is_null() && std::ffi::CStr::from_ptr(value) == c"on"
+    }
 }
 
 /// Our triggers: the version trigger, and the replication trigger of `multi_node`.

@@ -38,6 +38,7 @@ use std::ffi::c_int;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::citus;
 use crate::contract::{self, ContractError, Mismatch};
 use crate::fmgr::v1_function;
 use crate::http::{self, IfMatch};
@@ -489,7 +490,10 @@ unsafe fn prepare(parse: *mut pg_sys::Query) -> Option<Rewrite> {
             .and_then(|trigger| version_column::lookup(rel, trigger).ok())
             // A table in merge mode keeps the trigger: its per-row record needs the stored and
             // the new value of every column (src/merge.rs).
-            .filter(|column| column.merge.is_none());
+            .filter(|column| column.merge.is_none())
+            // Citus plans a Citus table's statements for its shards, whose own triggers version
+            // the rows, and refuses the VOLATILE call in what it distributes (src/citus.rs).
+            .filter(|_| !citus::is_citus_table((*rte).relid));
         pg_sys::RelationClose(rel);
         let column = column?;
         let type_oid = column.version_type.type_oid();

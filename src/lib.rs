@@ -24,11 +24,13 @@
 //!   other: replication conflicts decided alike on every node, the losers recorded;
 //! - [`version_column`]: which column, type and mode a trigger works on, cached per session;
 //! - [`http`]: errors, If-Match and ETag for HTTP layers (`pg_rowversion.error_mapping`);
+//! - [`citus`]: what the fast path and the errors need to know of Citus tables and shards;
 //! - [`report`]: raising errors that carry schema, table and column fields.
 
 use pgrx::prelude::*;
 
 mod checked;
+mod citus;
 mod contract;
 mod diagnostics;
 mod enable;

@@ -226,10 +226,10 @@ unsafe fn local_update(data: *mut pg_sys::TriggerData, columns: Columns) -> pg_s
         if lineage_datum(new_row, tupdesc, columns.write).map(|d| read_lineage(d)) == stored.map(|d| read_lineage(d)) {
             return new_row;
         }
-        let attnum = std::ffi::c_int::from(columns.write);
-        let value = stored.unwrap_or(pg_sys::Datum::from(0));
-        let isnull = stored.is_none();
-        pg_sys::heap_modify_tuple_by_cols(new_row, tupdesc, 1, &attnum, &value, &isnull)
+        let mut attnum = std::ffi::c_int::from(columns.write);
+        let mut value = stored.unwrap_or(pg_sys::Datum::from(0));
+        let mut isnull = stored.is_none();
+        pg_sys::heap_modify_tuple_by_cols(new_row, tupdesc, 1, &raw mut attnum, &raw mut value, &raw mut isnull)
     }
 }
 
@@ -406,10 +406,10 @@ unsafe fn with_lineage(
             std::slice::from_raw_parts_mut(pgrx::varlena::vardata_any(value).cast_mut().cast::<u8>(), LINEAGE_BYTES);
         lineage.stamp.write(&mut bytes[..16]);
         lineage.base.write(&mut bytes[16..]);
-        let attnum = std::ffi::c_int::from(write);
-        let datum = pg_sys::Datum::from(value);
-        let isnull = false;
-        pg_sys::heap_modify_tuple_by_cols(tuple, tupdesc, 1, &attnum, &datum, &isnull)
+        let mut attnum = std::ffi::c_int::from(write);
+        let mut datum = pg_sys::Datum::from(value);
+        let mut isnull = false;
+        pg_sys::heap_modify_tuple_by_cols(tuple, tupdesc, 1, &raw mut attnum, &raw mut datum, &raw mut isnull)
     }
 }
 

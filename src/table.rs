@@ -82,6 +82,8 @@ pub enum Statement {
     /// UPDATE of these columns (attnums, sorted) and the version.
     Update(Vec<i16>),
     Delete,
+    /// A key as a row of the table's type.
+    KeyRow,
     /// The current version of a row, and its key as a row of the table's type.
     Probe,
     /// Where a row is: its partition and its tuple (block, offset).
@@ -411,19 +413,20 @@ impl Table {
                 )
             }
             // In observe mode a stale version is let through (a newer one is no version the row
-            // had: refused as in every mode): the row's version and its key as a row of the
-            // table's type come back for the log (src/observe.rs).
+            // had: refused as in every mode): the row's version comes back for the log
+            // (src/observe.rs). Only IMMUTABLE expressions in RETURNING: Citus refuses others.
             Statement::Delete => {
                 let observing = self.versioning.as_ref().is_some_and(|v| v.observing);
                 let check = if observing { ">=" } else { "=" };
                 (
                     format!(
                         "DELETE FROM {only}{t} AS t WHERE {keys} AND t.{v} OPERATOR(pg_catalog.{check}) $2
-                         RETURNING t.{v}::pg_catalog.int8, pg_catalog.jsonb_populate_record(NULL::{t}, $1)"
+                         RETURNING t.{v}::pg_catalog.int8"
                     ),
                     vec![jsonb, int8],
                 )
             }
+            Statement::KeyRow => (format!("SELECT pg_catalog.jsonb_populate_record(NULL::{t}, $1)"), vec![jsonb]),
             Statement::Probe => (
                 format!(
                     "SELECT t.{v}::pg_catalog.int8, pg_catalog.jsonb_populate_record(NULL::{t}, $1)
