@@ -64,7 +64,7 @@ impl From<ReplicationError> for Report {
                 (PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED, None)
             }
             ReplicationError::NotCreatedByEnable(_) => (
-                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                PgSqlErrorCode::ERRCODE_INVALID_OBJECT_DEFINITION,
                 Some("Call rowversion.enable() with multi_node => true to recreate it.".into()),
             ),
             ReplicationError::Record { .. } => (PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, None),
