@@ -67,8 +67,10 @@ pub enum EnableError {
     NotMergeable { column: String, what: &'static str },
     #[error("column \"{column}\" of table \"{table}\" has type {type_name}; {what} in a bytea column of that name")]
     RecordColumnType { table: String, column: String, type_name: String, what: &'static str },
-    #[error("column \"{column}\" cannot be {role}: it is pg_rowversion's write column of multi_node")]
-    WriteColumnReserved { column: String, role: &'static str },
+    #[error(
+        "column \"{column}\" of table \"{table}\" cannot be {role}: it is pg_rowversion's write column of multi_node"
+    )]
+    WriteColumnReserved { table: String, column: String, role: &'static str },
     #[error(
         "table \"{table}\" is a Citus table, whose triggers Citus refuses while citus.enable_unsafe_triggers is off"
     )]
@@ -139,6 +141,10 @@ impl EnableError {
             Self::TriggerNameTaken { trigger, .. } => Some(format!(
                 "Rename or drop that trigger; pg_rowversion installs its own as \"{trigger}\"."
             )),
+            Self::WriteColumnReserved { .. } => Some(
+                "multi_node stamps each row image in that column: name another version column, or leave it out of ignore_columns."
+                    .into(),
+            ),
             Self::CitusTriggersOff { .. } => Some(
                 "Set it for the database (ALTER DATABASE ... SET citus.enable_unsafe_triggers = on): Citus then puts the trigger on every shard, and create_distributed_table() accepts a versioned table. See docs/scaling-out.md."
                     .into(),
@@ -362,7 +368,9 @@ fn enable_table(
         Conflicts::parse(options.conflicts).ok_or_else(|| EnableError::InvalidConflicts(options.conflicts.into()))?;
     let ignore = options.ignore;
     let table = owned_table(client, rel)?;
-    for trigger in [Trigger::Version, Trigger::Replication] {
+    // A trigger of that name that is not ours is in the way only when ours is to be created.
+    let ours = if options.multi_node { &[Trigger::Version, Trigger::Replication][..] } else { &[Trigger::Version] };
+    for &trigger in ours {
         match installed_trigger(client, &table, trigger)? {
             Installed::None | Installed::Ours => {}
             Installed::Inherited { parent } => {
@@ -382,7 +390,7 @@ fn enable_table(
             None
         };
         if let Some(role) = reserved {
-            return Err(EnableError::WriteColumnReserved { column: WRITE_COLUMN.into(), role });
+            return Err(EnableError::WriteColumnReserved { table: table.display, column: WRITE_COLUMN.into(), role });
         }
     }
 
@@ -636,11 +644,12 @@ fn bytea_column(client: &mut SpiClient<'_>, table: &Table, name: &str, what: &'s
 
 fn disable_table(client: &mut SpiClient<'_>, rel: pg_sys::Oid) -> Result<(), EnableError> {
     let table = owned_table(client, rel)?;
+    // multi_node's trigger goes too, also when the version trigger was dropped by hand.
+    drop_replication_trigger(client, &table)?;
     match installed_trigger(client, &table, Trigger::Version)? {
         Installed::Ours => {
             let drop = format!("DROP TRIGGER {TRIGGER_NAME} ON {}", table.quoted);
             client.update(&encoding::to_server(&drop), None, &[])?;
-            drop_replication_trigger(client, &table)?;
         }
         Installed::Inherited { parent } => {
             return Err(EnableError::InheritedFromParent { table: table.display, parent })

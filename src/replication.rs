@@ -146,11 +146,14 @@ crate::fmgr::v1_function! {
             let tupdesc = (*(*data).tg_relation).rd_att;
             let row = (*data).tg_trigtuple;
             let tuple = if trigger_fired_by_insert(event) {
-                // A remote row, or a local one with a supplied lineage, is kept as it comes.
-                if applying_remote_changes() || lineage_datum(row, tupdesc, columns.write).is_some() {
+                // A remote row, or a local one with a well-formed lineage (a restore, a copy
+                // from another node), is kept as it comes.
+                let supplied = lineage_datum(row, tupdesc, columns.write).and_then(|datum| read_lineage(datum));
+                if applying_remote_changes() || supplied.is_some() {
                     row
                 } else {
-                    with_lineage(row, tupdesc, columns.write, Lineage { stamp: Stamp::now(), base: Stamp::default() })
+                    let lineage = Lineage { stamp: Stamp::now(), base: Stamp::default() };
+                    stamped(row, tupdesc, columns.write, lineage, false)
                 }
             } else if applying_remote_changes() {
                 decide(data, columns)?
@@ -210,26 +213,19 @@ unsafe fn columns_for_statement(
     }
 }
 
-/// A local UPDATE: a new stamp when the version moves, the stored one otherwise (a write
-/// column set by hand is not the row's lineage).
+/// A local UPDATE: a new image, stamped now and based on the stored one, whatever it changes
+/// (an UPDATE of ignored columns only too, which leaves the version: two nodes changing them
+/// at once would otherwise each apply the other's row). A write column set by hand is not the
+/// row's lineage. Values Postgres keeps out of line are written again in full, so that the
+/// image that reaches the other node is all of it (see [`stamped`]).
 unsafe fn local_update(data: *mut pg_sys::TriggerData, columns: Columns) -> pg_sys::HeapTuple {
     // SAFETY: `data` is the TriggerData of a BEFORE UPDATE row trigger: tg_trigtuple is the
     // stored row, tg_newtuple the row about to be written.
     unsafe {
         let tupdesc = (*(*data).tg_relation).rd_att;
         let (stored_row, new_row) = ((*data).tg_trigtuple, (*data).tg_newtuple);
-        if version(stored_row, tupdesc, columns) != version(new_row, tupdesc, columns) {
-            let base = lineage(stored_row, tupdesc, columns.write).stamp;
-            return with_lineage(new_row, tupdesc, columns.write, Lineage { stamp: Stamp::now(), base });
-        }
-        let stored = lineage_datum(stored_row, tupdesc, columns.write);
-        if lineage_datum(new_row, tupdesc, columns.write).map(|d| read_lineage(d)) == stored.map(|d| read_lineage(d)) {
-            return new_row;
-        }
-        let mut attnum = std::ffi::c_int::from(columns.write);
-        let mut value = stored.unwrap_or(pg_sys::Datum::from(0));
-        let mut isnull = stored.is_none();
-        pg_sys::heap_modify_tuple_by_cols(new_row, tupdesc, 1, &raw mut attnum, &raw mut value, &raw mut isnull)
+        let base = lineage(stored_row, tupdesc, columns.write).stamp;
+        stamped(new_row, tupdesc, columns.write, Lineage { stamp: Stamp::now(), base }, true)
     }
 }
 
@@ -249,10 +245,14 @@ unsafe fn decide(data: *mut pg_sys::TriggerData, columns: Columns) -> Result<pg_
         }
         let local_version = version(local_row, tupdesc, columns).unwrap_or(0);
         let remote_version = version(remote_row, tupdesc, columns).unwrap_or(0);
-        let remote_wins = if remote_version == local_version {
-            remote.stamp > local.stamp
+        // Versions exactly half the type's range apart are newer neither way: the stamps decide.
+        let version_type = columns.version_type;
+        let remote_wins = if version_type.is_newer(remote_version, local_version) {
+            true
+        } else if version_type.is_newer(local_version, remote_version) {
+            false
         } else {
-            columns.version_type.is_newer(remote_version, local_version)
+            remote.stamp > local.stamp
         };
         stats::count((*rel).rd_id, Event::ReplicationConflict);
         let (kept, lost) = if remote_wins {
@@ -268,22 +268,29 @@ unsafe fn decide(data: *mut pg_sys::TriggerData, columns: Columns) -> Result<pg_
 /// One row image in a conflict: the tuple, its version and its lineage.
 type Image = (pg_sys::HeapTuple, i64, Lineage);
 
-/// Records `lost` (and `kept`) in `rowversion.replication_conflict_log`, and removes the
-/// records of the images either was written on, and theirs in turn: an image that a node built
-/// on is not lost, its changes are in the newer image, kept or recorded. So both nodes keep
-/// the same records whatever the order their writes crossed in (tests/multi_node.sh).
+/// Records `lost` (and `kept`) in `rowversion.replication_conflict_log`, under the table the
+/// application writes to (a partition's root), with the row's key (its replica identity
+/// index's columns), and removes the records of the images of the same row either was written
+/// on, and theirs in turn: an image that a node built on is not lost, its changes are in the
+/// newer image, kept or recorded. So both nodes keep the same records whatever the order their
+/// writes crossed in (tests/multi_node.sh).
 ///
 /// The rows are turned into jsonb as the current role (the table's owner in the apply worker:
 /// a column type's output function runs with no other rights than it would in a query), the
-/// log written as its owner.
+/// log written as its owner, by statements that name every operator with its schema.
 unsafe fn record(rel: pg_sys::Relation, kept: Image, lost: Image) -> Result<(), Report> {
     // SAFETY: `rel` is the trigger's relation and the tuples are its rows; the composite
     // Datums are palloc'd copies of the tuples with the relation's row type, and the jsonb
     // Datums the SPI query returns stay in SPI memory while the connection is open.
     unsafe {
         let relid = (*rel).rd_id;
+        let mut table = relid;
+        while pg_sys::get_rel_relispartition(table) {
+            table = crate::contract::partition_parent(table);
+        }
         let tupdesc = (*rel).rd_att;
         let row_type = (*(*rel).rd_rel).reltype;
+        let identity = pg_sys::RelationGetReplicaIndex(rel);
         let failed = |error| {
             let table = encoding::cstr_from_server_lossy(pg_sys::get_rel_name(relid));
             Report::from(ReplicationError::Record { table, error })
@@ -294,16 +301,25 @@ unsafe fn record(rel: pg_sys::Relation, kept: Image, lost: Image) -> Result<(), 
             stamp.write(&mut bytes);
             bytes.to_vec()
         };
+        // An unknown base (a row written before multi_node) is no image to look for.
+        let base = |stamp: Stamp| stamp.known().then(|| stamp_bytes(stamp));
         let written_at = |stamp: Stamp| stamp.known().then_some(stamp.written_at);
         let node = |stamp: Stamp| stamp.known().then_some(stamp.node as i64);
         Spi::connect_mut(|client| {
             let rows = client.select(
-                "SELECT pg_catalog.to_jsonb($1), pg_catalog.to_jsonb($2)",
+                "SELECT pg_catalog.to_jsonb($1), pg_catalog.to_jsonb($2),
+                        (SELECT pg_catalog.jsonb_object_agg(a.attname,
+                                    pg_catalog.to_jsonb($2) OPERATOR(pg_catalog.->) a.attname::pg_catalog.text)
+                         FROM pg_catalog.pg_index i
+                         JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid
+                          AND a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey::pg_catalog.int2[])
+                         WHERE i.indexrelid OPERATOR(pg_catalog.=) $3)",
                 Some(1),
-                &[image(kept.0), image(lost.0)],
+                &[image(kept.0), image(lost.0), identity.into()],
             )?;
             let row = rows.first();
-            let (kept_row, lost_row) = (row.get_datum_by_ordinal(1)?, row.get_datum_by_ordinal(2)?);
+            let (kept_row, lost_row, key) =
+                (row.get_datum_by_ordinal(1)?, row.get_datum_by_ordinal(2)?, row.get_datum_by_ordinal(3)?);
             let jsonb = |datum: Option<pg_sys::Datum>| match datum {
                 Some(datum) => DatumWithOid::new(datum, pg_sys::JSONBOID),
                 None => DatumWithOid::null_oid(pg_sys::JSONBOID),
@@ -313,25 +329,30 @@ unsafe fn record(rel: pg_sys::Relation, kept: Image, lost: Image) -> Result<(), 
                 None => DatumWithOid::null_oid(pg_sys::TIMESTAMPTZOID),
             };
             as_role(table_owner(c"replication_conflict_log"), || {
-                client.update(
-                    "WITH RECURSIVE ancestor(write) AS (
-                         VALUES ($2::pg_catalog.bytea), ($3::pg_catalog.bytea)
-                         UNION
-                         SELECT l.lost_base FROM rowversion.replication_conflict_log l, ancestor a
-                         WHERE l.rel OPERATOR(pg_catalog.=) $1 AND l.lost_write OPERATOR(pg_catalog.=) a.write)
-                     DELETE FROM rowversion.replication_conflict_log
-                     WHERE rel OPERATOR(pg_catalog.=) $1 AND lost_write IN (SELECT write FROM ancestor)",
-                    None,
-                    &[relid.into(), stamp_bytes(kept.2.base).into(), stamp_bytes(lost.2.base).into()],
-                )?;
+                if key.is_some() {
+                    client.update(
+                        "WITH RECURSIVE ancestor(write) AS (
+                             VALUES ($3::pg_catalog.bytea), ($4::pg_catalog.bytea)
+                             UNION
+                             SELECT l.lost_base FROM rowversion.replication_conflict_log l, ancestor a
+                             WHERE l.rel OPERATOR(pg_catalog.=) $1 AND l.row_key OPERATOR(pg_catalog.=) $2
+                               AND l.lost_write OPERATOR(pg_catalog.=) a.write)
+                         DELETE FROM rowversion.replication_conflict_log l
+                         WHERE l.rel OPERATOR(pg_catalog.=) $1 AND l.row_key OPERATOR(pg_catalog.=) $2
+                           AND EXISTS (SELECT FROM ancestor a WHERE l.lost_write OPERATOR(pg_catalog.=) a.write)",
+                        None,
+                        &[table.into(), jsonb(key), base(kept.2.base).into(), base(lost.2.base).into()],
+                    )?;
+                }
                 client.update(
                     "INSERT INTO rowversion.replication_conflict_log
-                         (rel, kept_version, lost_version, kept_node, lost_node, kept_written_at,
+                         (rel, row_key, kept_version, lost_version, kept_node, lost_node, kept_written_at,
                           lost_written_at, lost_write, lost_base, kept_row, lost_row)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                     None,
                     &[
-                        relid.into(),
+                        table.into(),
+                        jsonb(key),
                         kept.1.into(),
                         lost.1.into(),
                         node(kept.2.stamp).into(),
@@ -367,14 +388,17 @@ unsafe fn lineage_datum(tuple: pg_sys::HeapTuple, tupdesc: pg_sys::TupleDesc, wr
     (!isnull).then_some(datum)
 }
 
+/// The row's lineage; all unknown for a NULL or malformed write column.
 unsafe fn lineage(tuple: pg_sys::HeapTuple, tupdesc: pg_sys::TupleDesc, write: i16) -> Lineage {
     // SAFETY: forwarded.
-    unsafe { lineage_datum(tuple, tupdesc, write).map(|datum| read_lineage(datum)).unwrap_or_default() }
+    unsafe { lineage_datum(tuple, tupdesc, write).and_then(|datum| read_lineage(datum)).unwrap_or_default() }
 }
 
+/// The lineage a write column holds; `None` when it is not 32 bytes.
+///
 /// # Safety
 /// `datum` must be a bytea Datum.
-unsafe fn read_lineage(datum: pg_sys::Datum) -> Lineage {
+unsafe fn read_lineage(datum: pg_sys::Datum) -> Option<Lineage> {
     // SAFETY: forwarded; the detoasted bytea is read within its length.
     unsafe {
         let bytea = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
@@ -382,22 +406,26 @@ unsafe fn read_lineage(datum: pg_sys::Datum) -> Lineage {
             pgrx::varlena::vardata_any(bytea).cast::<u8>(),
             pgrx::varlena::varsize_any_exhdr(bytea),
         );
-        if bytes.len() != LINEAGE_BYTES {
-            return Lineage::default();
-        }
-        Lineage { stamp: Stamp::from_bytes(&bytes[..16]), base: Stamp::from_bytes(&bytes[16..]) }
+        (bytes.len() == LINEAGE_BYTES)
+            .then(|| Lineage { stamp: Stamp::from_bytes(&bytes[..16]), base: Stamp::from_bytes(&bytes[16..]) })
     }
 }
 
-/// `tuple` with `lineage` in the write column.
-unsafe fn with_lineage(
+/// `tuple` with `lineage` in the write column and, with `inline`, every value stored out of
+/// line (TOAST) fetched into the row. Logical replication sends an UPDATE's unchanged
+/// out-of-line values as "unchanged", and the receiving node fills them in from its own row:
+/// from an image that lost, the node would keep a mix of both. Fetched, they are stored anew
+/// and sent in full.
+unsafe fn stamped(
     tuple: pg_sys::HeapTuple,
     tupdesc: pg_sys::TupleDesc,
     write: i16,
     lineage: Lineage,
+    inline: bool,
 ) -> pg_sys::HeapTuple {
     // SAFETY: a palloc'd bytea of VARHDRSZ + 32 bytes, its header set for that size, written
-    // into the write column (a bytea column of `tupdesc`).
+    // into the write column (a bytea column of `tupdesc`); the other replaced values are
+    // palloc'd copies of varlena columns of `tuple`, of the same types.
     unsafe {
         let size = pg_sys::VARHDRSZ + LINEAGE_BYTES;
         let value = pg_sys::palloc(size) as *mut pg_sys::varlena;
@@ -406,10 +434,31 @@ unsafe fn with_lineage(
             std::slice::from_raw_parts_mut(pgrx::varlena::vardata_any(value).cast_mut().cast::<u8>(), LINEAGE_BYTES);
         lineage.stamp.write(&mut bytes[..16]);
         lineage.base.write(&mut bytes[16..]);
-        let mut attnum = std::ffi::c_int::from(write);
-        let mut datum = pg_sys::Datum::from(value);
-        let mut isnull = false;
-        pg_sys::heap_modify_tuple_by_cols(tuple, tupdesc, 1, &raw mut attnum, &raw mut datum, &raw mut isnull)
+        let mut attnums = vec![std::ffi::c_int::from(write)];
+        let mut values = vec![pg_sys::Datum::from(value)];
+        if inline {
+            for attnum in 1..=(*tupdesc).natts as i16 {
+                let column = attribute(tupdesc, attnum);
+                if attnum == write || column.attisdropped || column.attlen != -1 {
+                    continue;
+                }
+                let mut isnull = false;
+                let datum = pg_sys::heap_getattr(tuple, attnum.into(), tupdesc, &mut isnull);
+                if !isnull && pgrx::varlena::varatt_is_1b_e(datum.cast_mut_ptr()) {
+                    attnums.push(attnum.into());
+                    values.push(pg_sys::Datum::from(pg_sys::detoast_external_attr(datum.cast_mut_ptr())));
+                }
+            }
+        }
+        let mut isnull = vec![false; attnums.len()];
+        pg_sys::heap_modify_tuple_by_cols(
+            tuple,
+            tupdesc,
+            attnums.len() as std::ffi::c_int,
+            attnums.as_mut_ptr(),
+            values.as_mut_ptr(),
+            isnull.as_mut_ptr(),
+        )
     }
 }
 

@@ -22,7 +22,19 @@ SELECT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid) || ' | ' ||
            WHEN 'pg_catalog.pg_proc'::pg_catalog.regclass THEN
                pg_catalog.pg_get_functiondef(d.objid) || ' acl=' || coalesce(p.proacl::text, '')
            WHEN 'pg_catalog.pg_class'::pg_catalog.regclass THEN
-               pg_catalog.pg_get_viewdef(d.objid) || ' acl=' || coalesce(c.relacl::text, '')
+               -- a view's definition; a table's columns and indexes (a sequence has neither)
+               coalesce(pg_catalog.pg_get_viewdef(d.objid),
+                        (SELECT pg_catalog.string_agg(a.attname || ' ' || pg_catalog.format_type(a.atttypid, a.atttypmod)
+                                    || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+                                    || CASE a.attidentity WHEN '' THEN '' ELSE ' identity ' || a.attidentity::text END
+                                    || coalesce(' default ' || pg_catalog.pg_get_expr(ad.adbin, ad.adrelid), ''),
+                                    ', ' ORDER BY a.attnum)
+                         FROM pg_catalog.pg_attribute a
+                         LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+                         WHERE a.attrelid = d.objid AND a.attnum > 0 AND NOT a.attisdropped), '')
+               || coalesce(' ' || (SELECT pg_catalog.string_agg(pg_catalog.pg_get_indexdef(i.indexrelid), '; ' ORDER BY pg_catalog.pg_get_indexdef(i.indexrelid))
+                                   FROM pg_catalog.pg_index i WHERE i.indrelid = d.objid), '')
+               || ' acl=' || coalesce(c.relacl::text, '')
            END, '') || ' | ' ||
        coalesce(pg_catalog.obj_description(d.objid, (SELECT relname FROM pg_catalog.pg_class WHERE oid = d.classid)), '')
 FROM pg_catalog.pg_depend d

@@ -25,18 +25,22 @@ UPDATE shared_accounts SET balance = 110 WHERE id = 1;
 INSERT INTO images SELECT 'update', rowversion_write FROM shared_accounts WHERE id = 1;
 SELECT substr(u.w, 1, 16) <> substr(i.w, 1, 16) AS new_stamp, substr(u.w, 17) = substr(i.w, 1, 16) AS based_on_insert
 FROM images u, images i WHERE u.step = 'update' AND i.step = 'insert';
--- An UPDATE of an ignored column leaves the version, and so the image's stamp.
+-- An UPDATE of an ignored column leaves the version but is a new image of the row: two nodes
+-- changing the note at once must not each take the other's.
 UPDATE shared_accounts SET note = 'checked' WHERE id = 1;
-SELECT version, rowversion_write = (SELECT w FROM images WHERE step = 'update') AS same_stamp
-FROM shared_accounts WHERE id = 1;
--- A stamp set by hand is a change like any other: the version moves, the trigger stamps.
+INSERT INTO images SELECT 'note', rowversion_write FROM shared_accounts WHERE id = 1;
+SELECT version, substr(n.w, 1, 16) <> substr(u.w, 1, 16) AS new_stamp, substr(n.w, 17) = substr(u.w, 1, 16) AS based_on_update
+FROM shared_accounts, images n, images u WHERE id = 1 AND n.step = 'note' AND u.step = 'update';
+-- A stamp set by hand is not the row's lineage: the trigger stamps.
 UPDATE shared_accounts SET rowversion_write = '\x01' WHERE id = 1;
 SELECT version, length(rowversion_write) AS bytes,
-       substr(rowversion_write, 17) = substr((SELECT w FROM images WHERE step = 'update'), 1, 16) AS based_on_update
+       substr(rowversion_write, 17) = substr((SELECT w FROM images WHERE step = 'note'), 1, 16) AS based_on_note
 FROM shared_accounts WHERE id = 1;
--- An INSERT that brings its stamp (a restore, a copy) keeps it.
+-- An INSERT that brings its stamp (a restore, a copy) keeps it; a malformed one is replaced.
 INSERT INTO shared_accounts SELECT 3, 300, NULL, 1, w FROM images WHERE step = 'insert';
 SELECT rowversion_write = (SELECT w FROM images WHERE step = 'insert') AS kept FROM shared_accounts WHERE id = 3;
+INSERT INTO shared_accounts VALUES (5, 500, NULL, 1, '\x0102');
+SELECT length(rowversion_write) AS bytes FROM shared_accounts WHERE id = 5;
 
 -- Stamps of another node (system identifier 2), earlier and later than any of this node's.
 CREATE FUNCTION stamp(written_at bigint, node bigint) RETURNS bytea LANGUAGE sql
@@ -47,7 +51,7 @@ SET session_replication_role = replica;
 -- A row the other node wrote on top of the local image: applied, nothing recorded.
 UPDATE shared_accounts SET balance = 120, version = 3,
        rowversion_write = stamp(9000000000000000, 2) || substr(rowversion_write, 1, 16) WHERE id = 1;
--- The same image again (an UPDATE of ignored columns there): applied.
+-- The same image again (a change sent twice): applied.
 UPDATE shared_accounts SET note = 'from b' WHERE id = 1;
 SELECT id, balance, note, version FROM shared_accounts WHERE id = 1;
 SELECT count(*) AS recorded FROM rowversion.replication_conflicts;
@@ -64,7 +68,7 @@ SELECT balance, version FROM shared_accounts WHERE id = 2;
 UPDATE shared_accounts SET balance = 130, version = 3,
        rowversion_write = stamp(9100000000000000, 2) || stamp(5, 2) WHERE id = 1;
 SELECT balance, version FROM shared_accounts WHERE id = 1;
-SELECT rel, kept_version, lost_version, kept_node, lost_node = (SELECT id FROM node) AS lost_here,
+SELECT rel, row_key, kept_version, lost_version, kept_node, lost_node = (SELECT id FROM node) AS lost_here,
        kept_row ->> 'balance' AS kept_balance, lost_row ->> 'balance' AS lost_balance
 FROM rowversion.replication_conflicts ORDER BY id;
 -- The image recorded lost first (balance 999) comes back as the base of a winning image: the
@@ -80,11 +84,26 @@ SELECT version, rowversion_write = stamp(4, 2) || stamp(0, 0) AS as_sent FROM sh
 SELECT pg_replication_origin_session_reset();
 RESET session_replication_role;
 -- A session that only sets session_replication_role (a data fix, a load) writes as this
--- node: the version trigger is off, the row keeps its stamp, nothing is decided.
+-- node: the version trigger is off, the row gets a new image of this node, nothing is decided.
 SET session_replication_role = replica;
 UPDATE shared_accounts SET balance = 1 WHERE id = 4;
-SELECT version, rowversion_write = stamp(4, 2) || stamp(0, 0) AS kept FROM shared_accounts WHERE id = 4;
+SELECT version, substr(rowversion_write, 9, 8) = (SELECT int8send(id) FROM node) AS this_node,
+       substr(rowversion_write, 17) = stamp(4, 2) AS based_on_remote
+FROM shared_accounts WHERE id = 4;
 RESET session_replication_role;
+-- Versions half the range apart are newer neither way: the later stamp decides.
+CREATE TABLE small_versions (id int PRIMARY KEY, v int, version smallint NOT NULL DEFAULT 1);
+SELECT rowversion.enable('small_versions', multi_node => true);
+INSERT INTO small_versions VALUES (1, 1, 0, stamp(10, 2) || stamp(0, 0));
+SELECT pg_replication_origin_session_setup('node_b');
+SET session_replication_role = replica;
+UPDATE small_versions SET v = 2, version = -32768, rowversion_write = stamp(20, 2) || stamp(5, 2) WHERE id = 1;
+SELECT v, version FROM small_versions;
+UPDATE small_versions SET v = 3, version = 0, rowversion_write = stamp(15, 2) || stamp(5, 2) WHERE id = 1;
+SELECT v, version FROM small_versions;
+SELECT pg_replication_origin_session_reset();
+RESET session_replication_role;
+DROP TABLE small_versions;
 
 -- Who sees the records: roles that may SELECT from the table; nobody reads the log itself.
 CREATE ROLE multi_node_reader;
