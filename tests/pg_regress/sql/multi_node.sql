@@ -114,7 +114,18 @@ RESET ROLE;
 GRANT SELECT ON shared_accounts TO multi_node_reader;
 SET ROLE multi_node_reader;
 SELECT count(*) AS visible FROM rowversion.replication_conflicts;
+-- A reader deletes the records it has reconciled, and only those it sees.
+DELETE FROM rowversion.replication_conflicts WHERE lost_row ->> 'balance' = '200';
+SELECT count(*) AS visible FROM rowversion.replication_conflicts;
 RESET ROLE;
+-- Under row-level security whole rows are not shown at all.
+ALTER TABLE shared_accounts ENABLE ROW LEVEL SECURITY;
+SET ROLE multi_node_reader;
+SELECT count(*) AS visible FROM rowversion.replication_conflicts;
+DELETE FROM rowversion.replication_conflicts;
+RESET ROLE;
+ALTER TABLE shared_accounts DISABLE ROW LEVEL SECURITY;
+SELECT count(*) AS recorded FROM rowversion.replication_conflict_log;
 DROP OWNED BY multi_node_reader;
 DROP ROLE multi_node_reader;
 
