@@ -260,8 +260,9 @@ unsafe fn only_before_update_row_trigger<'a>(rel: pg_sys::Relation) -> Option<&'
     }
 }
 
-/// The trigger `rowversion` of `rel`, if it is the only `BEFORE ROW UPDATE` trigger, fires in
-/// ordinary sessions and for every UPDATE (no `UPDATE OF` column list). The planner hook also
+/// The trigger `rowversion` of `rel` (or a Citus shard's, see [`version_trigger_name`]), if it
+/// is the only `BEFORE ROW UPDATE` trigger, fires in ordinary sessions and for every UPDATE
+/// (no `UPDATE OF` column list). The planner hook also
 /// checks its function; executor start, for a statement whose plan was made with it (any
 /// change to the table's triggers since would have invalidated the plan), goes by the name
 /// alone: one catalog lookup less per execution.
@@ -272,8 +273,28 @@ unsafe fn named_version_trigger<'a>(rel: pg_sys::Relation) -> Option<&'a pg_sys:
     // SAFETY: forwarded from the caller; a trigger's name is a C string.
     unsafe {
         only_before_update_row_trigger(rel)
-            .filter(|t| t.tgnattr == 0 && std::ffi::CStr::from_ptr(t.tgname) == c"rowversion")
+            .filter(|t| t.tgnattr == 0 && version_trigger_name(rel, std::ffi::CStr::from_ptr(t.tgname)))
     }
+}
+
+/// `rowversion`, or `rowversion_<shard id>` on a Citus shard `<table>_<shard id>`: Citus
+/// gives a table's triggers that suffix on its shards, on the workers.
+///
+/// # Safety
+/// `rel` must be open.
+unsafe fn version_trigger_name(rel: pg_sys::Relation, name: &std::ffi::CStr) -> bool {
+    let name = name.to_bytes();
+    if name == b"rowversion" {
+        return true;
+    }
+    let Some(shard) = name.strip_prefix(b"rowversion_") else { return false };
+    // SAFETY: the open relation's catalog row.
+    let relation = unsafe { std::ffi::CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr()) }.to_bytes();
+    !shard.is_empty()
+        && shard.iter().all(u8::is_ascii_digit)
+        && relation.strip_suffix(shard).is_some_and(|rest| rest.ends_with(b"_"))
+        // SAFETY: forwarded.
+        && unsafe { citus::table_of_shard(rel) }.is_some()
 }
 
 /// Whether `rel` is an ordinary table stored by the heap: the rows the expression reads and a

@@ -112,6 +112,19 @@ for table in before_hash early ref tenant.t; do
     [ "$(coordinator -c "SELECT rowversion.current_version('$table', '{\"id\": 5}')")" = "" ] ||
         fail "$table: delete() did not delete"
 done
+# Preloaded, a worker plans its shard's UPDATEs with the fast path (Citus names the shard's
+# trigger rowversion_<shard id>), and a stale one through it still names the table.
+if [ "$preload" = citus,pg_rowversion ]; then
+    shard=$(coordinator -c "SELECT shardid FROM pg_dist_shard_placement JOIN pg_dist_shard USING (shardid)
+                            WHERE logicalrelid = 'before_hash'::regclass AND nodeport = ${ports[1]} ORDER BY shardid LIMIT 1")
+    on "${ports[1]}" -c "EXPLAIN (VERBOSE, COSTS OFF) UPDATE before_hash_$shard SET v = 'x'" | grep -q 'next_version' ||
+        fail "the worker did not plan its shard's UPDATE with the fast path"
+    outcome=$(on "${ports[1]}" -v VERBOSITY=verbose -c "UPDATE before_hash_$shard SET v = 'x', version = -1" 2>&1 || true)
+    case $outcome in
+        *'40001: row version conflict on table "public.before_hash"'*) ;;
+        *) fail "a stale UPDATE of a shard through the fast path: $outcome" ;;
+    esac
+fi
 # MERGE into a distributed table, from a table co-located with it.
 coordinator -c "CREATE TABLE changes (id int PRIMARY KEY, v text)" \
     -c "SELECT create_distributed_table('changes', 'id', colocate_with => 'before_hash')" \
