@@ -952,7 +952,7 @@ mod tests {
     // ---- the library's symbols and their SQL declarations ----
 
     /// Every `v1_function!` of the library.
-    const V1_FUNCTIONS: [crate::fmgr::Declaration; 20] = [
+    const V1_FUNCTIONS: [crate::fmgr::Declaration; 21] = [
         crate::checked::rowversion_update::DECLARATION,
         crate::checked::rowversion_try_update::DECLARATION,
         crate::checked::rowversion_delete::DECLARATION,
@@ -968,6 +968,7 @@ mod tests {
         crate::lease::rowversion_lease_release::DECLARATION,
         crate::lease::rowversion_lease_check::DECLARATION,
         crate::lease::rowversion_lease_break::DECLARATION,
+        crate::replication::rowversion_replication_trigger::DECLARATION,
         crate::stats::rowversion_conflict_counts::DECLARATION,
         crate::stats::rowversion_conflict_stats_reset::DECLARATION,
         crate::trigger::rowversion_version_trigger::DECLARATION,
