@@ -452,7 +452,7 @@ v1_function! {
     /// tables (of any database) found no room.
     /// Returns its rows in materialize mode.
     pg_finfo_rowversion_conflict_counts,
-    declared ["conflict_counts() -> SETOF (oid, bigint, bigint, bigint, bigint, bigint, bigint, timestamp with time zone, timestamp with time zone)"],
+    declared ["conflict_counts() -> SETOF (oid, bigint, bigint, bigint, bigint, bigint, bigint, bigint, timestamp with time zone, timestamp with time zone)"],
     fn rowversion_conflict_counts(args) -> StatsError {
         let (header, slots) = shared().ok_or(StatsError::NotPreloaded)?;
         let uncounted = header.uncounted.load(Ordering::Relaxed);
