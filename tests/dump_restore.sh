@@ -39,15 +39,22 @@ UPDATE notes SET title = 'title 2' WHERE id = 1;
 CREATE TABLE drafts (id int PRIMARY KEY, body text);
 SELECT rowversion.enable('drafts', mode => 'strict', conflicts => 'observe');
 INSERT INTO drafts VALUES (1, 'draft');
+CREATE TABLE shared (id int PRIMARY KEY, v text);
+INSERT INTO shared VALUES (1, 'a'), (2, 'b');
+SELECT rowversion.enable('shared', multi_node => true);
+UPDATE shared SET v = 'c' WHERE id = 1;
 SELECT rowversion.lease_release('nightly', rowversion.lease_acquire('nightly', '1 min'));
 SELECT rowversion.lease_acquire('nightly', '1 min');
 SQL
 
 snapshot() {
-    sql -d "$1" -At -c "SELECT rel, version_column, mode, enabled, ignore_columns, conflicts, merge_groups
+    sql -d "$1" -At -c "SELECT rel, version_column, mode, enabled, ignore_columns, conflicts, merge_groups, multi_node
                         FROM rowversion.tables ORDER BY rel::text" \
         -c "SELECT 'catalog_items', id, lock_version FROM catalog_items ORDER BY id" \
-        -c "SELECT 'notes', id, version, rowversion_changes FROM notes ORDER BY id"
+        -c "SELECT 'notes', id, version, rowversion_changes FROM notes ORDER BY id" \
+        -c "SELECT 'shared', id, version, length(rowversion_write), tgenabled FROM shared, pg_trigger
+            WHERE tgrelid = 'shared'::regclass AND tgname = 'rowversion_replication' ORDER BY id" \
+        -c "SELECT 'shared stamp', md5(rowversion_write) FROM shared WHERE id = 1"
 }
 dump=$(mktemp)
 trap 'rm -f "$dump"' EXIT
@@ -62,17 +69,20 @@ if [ "$before" != "$after" ]; then
     diff <(echo "$before") <(echo "$after")
     exit 1
 fi
-expected='"Order Lines"|Version|strict|t|{}|reject|[]
-catalog_items|lock_version|lenient|t|{}|reject|[]
-drafts|version|strict|t|{}|observe|[]
-members|version|lenient|t|{"Last Login",visits}|reject|[]
-notes|version|lenient|t|{}|merge|[["street", "city"]]
-paused|version|lenient|f|{}|reject|[]
-readings|version|lenient|t|{}|reject|[]
+expected='"Order Lines"|Version|strict|t|{}|reject|[]|f
+catalog_items|lock_version|lenient|t|{}|reject|[]|f
+drafts|version|strict|t|{}|observe|[]|f
+members|version|lenient|t|{"Last Login",visits}|reject|[]|f
+notes|version|lenient|t|{}|merge|[["street", "city"]]|f
+paused|version|lenient|f|{}|reject|[]|f
+readings|version|lenient|t|{}|reject|[]|f
+shared|version|lenient|t|{}|reject|[]|t
 catalog_items|1|1
-catalog_items|2|2'
-# (the notes row's record, bytes of the source's, compared above)
-if [ "$(grep -v '^notes|1|' <<<"$after")" != "$expected" ]; then
+catalog_items|2|2
+shared|1|2|32|A
+shared|2|1||A'
+# (the notes row's record and the shared row's stamp, bytes of the source's, compared above)
+if [ "$(grep -v '^notes|1|\|^shared stamp|' <<<"$after")" != "$expected" ]; then
     echo "unexpected state after restore:"
     diff <(echo "$expected") <(echo "$after")
     exit 1
@@ -106,4 +116,4 @@ if [ "$check" != $'40001\n42P10\nok\n2\n1\n2\nok\n40001\nok\ntitle@2,body@3,stre
     echo "restored triggers misbehave: $check"
     exit 1
 fi
-echo "restored: same rowversion.tables, same versions, triggers enforce, ignored columns ignored, merge records kept, lease tokens go on"
+echo "restored: same rowversion.tables, same versions, triggers enforce, ignored columns ignored, merge records kept, multi_node stamps kept and its trigger enabled ALWAYS, lease tokens go on"

@@ -19,7 +19,7 @@ on_b() { "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$b" -p "$b_port" -U pos
 fail() { echo "FAILED: $*"; exit 1; }
 rows() {
     local extra="''"
-    [ "$2" = accounts ] && extra="':' || coalesce(note, '') || ':' || md5(coalesce(doc, ''))"
+    [ "$2" = accounts ] && extra="':' || coalesce(note, '') || ':' || md5(coalesce(doc, '')) || ':' || md5(rowversion_write)"
     "on_$1" -c "SELECT string_agg(id || ':' || balance || '@' || version || $extra, ',' ORDER BY id) FROM $2"
 }
 # The lost images as both nodes must hold them. (What each lost against can differ: the
