@@ -14,9 +14,10 @@
 //!
 //! The trigger `rowversion_replication` is enabled `ALWAYS`, so it fires in ordinary sessions
 //! and in the apply worker alike:
-//! - a local write stamps the row whenever its version moves (after the version trigger, which
-//!   fires first by name); an UPDATE that leaves the version (ignored columns) keeps the
-//!   image's stamp, and an INSERT keeps a supplied one (a restore, a copy);
+//! - a local write stamps the row (after the version trigger, which fires first by name):
+//!   every UPDATE is a new image, an UPDATE of ignored columns too, and its values stored out
+//!   of line are written again in full; an INSERT keeps a well-formed supplied stamp (a
+//!   restore, a copy);
 //! - a remote UPDATE of the same image, or of its successor (its base is the local image), is
 //!   applied as before;
 //! - any other remote UPDATE is a conflict: the higher version wins (serial-number order),
