@@ -38,6 +38,7 @@ VALUES = {
         "(repeat('[', 5000) || repeat(']', 5000))",
         "(SELECT jsonb_object_agg('k' || g, g) FROM generate_series(1, 5000) g)",
     ]],
+    "boolean": [f"{v}::boolean" for v in ["false", "NULL", "true"]],
     "text": [f"{v}::text" for v in ["'fz'", "NULL", "''", "repeat('x', 100000)", "E'\\x01'", "'fz_t'"]],
     "name": [f"{v}::name" for v in ["'version'", "NULL", "''", "repeat('x', 100)", "'id'", "'note'", "'ctid'"]],
     "name[]": [f"{v}::name[]" for v in ["'{}'", "NULL", "'{NULL}'", "'{note}'", "'{version}'", "'{nope}'",
