@@ -7,6 +7,8 @@
 
 use pgrx::pg_sys;
 
+use crate::node;
+
 /// `pg_catalog.NAME`, Citus' catalog table, if Citus is installed in this database.
 fn catalog(name: &std::ffi::CStr) -> Option<pg_sys::Oid> {
     // SAFETY: a name lookup in pg_catalog.
@@ -41,11 +43,7 @@ unsafe fn lookup(
         );
         let scan = pg_sys::systable_beginscan(rel, pg_sys::InvalidOid, false, std::ptr::null_mut(), 1, &mut scan_key);
         let tuple = pg_sys::systable_getnext(scan);
-        let value = (!tuple.is_null()).then(|| {
-            let mut isnull = false;
-            let datum = pg_sys::heap_getattr(tuple, attnum.into(), (*rel).rd_att, &mut isnull);
-            (!isnull).then_some(datum)
-        });
+        let value = (!tuple.is_null()).then(|| node::value(tuple, (*rel).rd_att, attnum));
         pg_sys::systable_endscan(scan);
         pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
         value.flatten()

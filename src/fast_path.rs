@@ -844,8 +844,9 @@ v1_function! {
             };
             let relid = args.oid(2).unwrap_or(pg_sys::InvalidOid);
             // Counted as the trigger counts (src/stats.rs), once per row: a row's check
-            // repeated by EvalPlanQual (in_recheck) is not counted again. A MERGE action evaluated again after waiting for a concurrent writer runs in the
-            // statement's own plan, with the join's row id (see lock_row): the same row again.
+            // repeated by EvalPlanQual (in_recheck) is not counted again. A MERGE action
+            // evaluated again after waiting for a concurrent writer runs in the statement's own
+            // plan, with the join's row id (see lock_row): the same row again.
             let merge_row = argument.merge_action.then(|| {
                 let row = args.datum(3).map(|row_id| {
                     let tid = &*(row_id.cast_mut_ptr::<pg_sys::ItemPointerData>());

@@ -1,6 +1,6 @@
 //! Reading Postgres node trees: Lists and node tags (the WHEN clause of a trigger, a Query
 //! about to be planned, a plan), the result relations of a started ModifyTable, and the
-//! columns of a tuple descriptor.
+//! columns of a tuple descriptor and their values in a heap tuple.
 
 use pgrx::pg_sys;
 
@@ -42,6 +42,17 @@ pub unsafe fn result_relations<'a>(state: *mut pg_sys::PlanState) -> &'a mut [pg
         }
         std::slice::from_raw_parts_mut((*state).resultRelInfo, (*state).mt_nrels as usize)
     }
+}
+
+/// The value of column `attnum` (1-based) of a heap tuple, `None` for NULL.
+///
+/// # Safety
+/// `tuple` must be a tuple described by `tupdesc`, and `attnum` one of its columns.
+pub unsafe fn value(tuple: pg_sys::HeapTuple, tupdesc: pg_sys::TupleDesc, attnum: i16) -> Option<pg_sys::Datum> {
+    let mut isnull = false;
+    // SAFETY: forwarded from the caller.
+    let datum = unsafe { pg_sys::heap_getattr(tuple, attnum.into(), tupdesc, &mut isnull) };
+    (!isnull).then_some(datum)
 }
 
 /// Column `attnum` (1-based) of a tuple descriptor. Postgres 18 stores `natts` compact

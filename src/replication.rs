@@ -37,7 +37,7 @@ use pgrx::PgSqlErrorCode;
 
 use crate::encoding;
 use crate::identity::{as_role, table_owner};
-use crate::node::attribute;
+use crate::node::{self, attribute};
 use crate::report::Report;
 use crate::stats::{self, Event};
 use crate::version_column::{self, VersionType};
@@ -149,7 +149,7 @@ crate::fmgr::v1_function! {
             let tuple = if trigger_fired_by_insert(event) {
                 // A remote row, or a local one with a well-formed lineage (a restore, a copy
                 // from another node), is kept as it comes.
-                let supplied = lineage_datum(row, tupdesc, columns.write).and_then(|datum| read_lineage(datum));
+                let supplied = node::value(row, tupdesc, columns.write).and_then(|datum| read_lineage(datum));
                 if applying_remote_changes() || supplied.is_some() {
                     row
                 } else {
@@ -240,7 +240,7 @@ unsafe fn decide(data: *mut pg_sys::TriggerData, columns: Columns) -> Result<pg_
         let (local_row, remote_row) = ((*data).tg_trigtuple, (*data).tg_newtuple);
         let local = lineage(local_row, tupdesc, columns.write);
         let remote = lineage(remote_row, tupdesc, columns.write);
-        // The same image (an UPDATE of ignored columns), or one written on top of the local one.
+        // The same image (a change sent again), or one written on top of the local one.
         if remote.stamp == local.stamp || remote.base == local.stamp {
             return Ok(remote_row);
         }
@@ -307,14 +307,16 @@ unsafe fn record(rel: pg_sys::Relation, kept: Image, lost: Image) -> Result<(), 
         let written_at = |stamp: Stamp| stamp.known().then_some(stamp.written_at);
         let node = |stamp: Stamp| stamp.known().then_some(stamp.node as i64);
         Spi::connect_mut(|client| {
+            // The lost row is turned into jsonb once, for itself and for its key.
             let rows = client.select(
-                "SELECT pg_catalog.to_jsonb($1), pg_catalog.to_jsonb($2),
+                "SELECT pg_catalog.to_jsonb($1), lost.image,
                         (SELECT pg_catalog.jsonb_object_agg(a.attname,
-                                    pg_catalog.to_jsonb($2) OPERATOR(pg_catalog.->) a.attname::pg_catalog.text)
+                                    lost.image OPERATOR(pg_catalog.->) a.attname::pg_catalog.text)
                          FROM pg_catalog.pg_index i
                          JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid
                           AND a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey::pg_catalog.int2[])
-                         WHERE i.indexrelid OPERATOR(pg_catalog.=) $3)",
+                         WHERE i.indexrelid OPERATOR(pg_catalog.=) $3)
+                 FROM (SELECT pg_catalog.to_jsonb($2)) lost(image)",
                 Some(1),
                 &[image(kept.0), image(lost.0), identity.into()],
             )?;
@@ -374,25 +376,15 @@ unsafe fn record(rel: pg_sys::Relation, kept: Image, lost: Image) -> Result<(), 
 }
 
 unsafe fn version(tuple: pg_sys::HeapTuple, tupdesc: pg_sys::TupleDesc, columns: Columns) -> Option<i64> {
-    let mut isnull = false;
     // SAFETY: `tuple` belongs to the relation described by `tupdesc`, and the version column
     // is one of its columns.
-    let datum = unsafe { pg_sys::heap_getattr(tuple, columns.version.into(), tupdesc, &mut isnull) };
-    (!isnull).then(|| columns.version_type.read(datum))
-}
-
-/// The write column's Datum, `None` for NULL.
-unsafe fn lineage_datum(tuple: pg_sys::HeapTuple, tupdesc: pg_sys::TupleDesc, write: i16) -> Option<pg_sys::Datum> {
-    let mut isnull = false;
-    // SAFETY: as in `version`.
-    let datum = unsafe { pg_sys::heap_getattr(tuple, write.into(), tupdesc, &mut isnull) };
-    (!isnull).then_some(datum)
+    unsafe { node::value(tuple, tupdesc, columns.version) }.map(|datum| columns.version_type.read(datum))
 }
 
 /// The row's lineage; all unknown for a NULL or malformed write column.
 unsafe fn lineage(tuple: pg_sys::HeapTuple, tupdesc: pg_sys::TupleDesc, write: i16) -> Lineage {
     // SAFETY: forwarded.
-    unsafe { lineage_datum(tuple, tupdesc, write).and_then(|datum| read_lineage(datum)).unwrap_or_default() }
+    unsafe { node::value(tuple, tupdesc, write).and_then(|datum| read_lineage(datum)).unwrap_or_default() }
 }
 
 /// The lineage a write column holds; `None` when it is not 32 bytes.
@@ -443,9 +435,8 @@ unsafe fn stamped(
                 if attnum == write || column.attisdropped || column.attlen != -1 {
                     continue;
                 }
-                let mut isnull = false;
-                let datum = pg_sys::heap_getattr(tuple, attnum.into(), tupdesc, &mut isnull);
-                if !isnull && pgrx::varlena::varatt_is_1b_e(datum.cast_mut_ptr()) {
+                let datum = node::value(tuple, tupdesc, attnum);
+                if let Some(datum) = datum.filter(|d| pgrx::varlena::varatt_is_1b_e(d.cast_mut_ptr())) {
                     attnums.push(attnum.into());
                     values.push(pg_sys::Datum::from(pg_sys::detoast_external_attr(datum.cast_mut_ptr())));
                 }

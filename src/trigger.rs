@@ -17,6 +17,7 @@ use crate::contract::{self, ContractError, Mismatch};
 use crate::http::{self, IfMatch};
 use crate::merge::{self, RowChange};
 use crate::merge_action;
+use crate::node;
 use crate::observe;
 use crate::report::Report;
 use crate::stats::{self, Event};
@@ -229,11 +230,9 @@ unsafe fn names_column(updated: *const pg_sys::Bitmapset, attnum: i16) -> bool {
 }
 
 unsafe fn read_version(tuple: pg_sys::HeapTuple, tupdesc: pg_sys::TupleDesc, column: &VersionColumn) -> Option<i64> {
-    let mut isnull = false;
     // SAFETY: `tuple` belongs to the relation described by `tupdesc`, and `attnum` is one of
     // its columns.
-    let datum = unsafe { pg_sys::heap_getattr(tuple, column.attnum.into(), tupdesc, &mut isnull) };
-    (!isnull).then(|| column.version_type.read(datum))
+    unsafe { node::value(tuple, tupdesc, column.attnum) }.map(|datum| column.version_type.read(datum))
 }
 
 /// `tuple` with `version` in the version column and, in merge mode, `record` in the record
